@@ -1,0 +1,1 @@
+"""The graph's boundary: sources (boards, LSL, files, cameras, generators) and sinks."""

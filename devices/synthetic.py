@@ -1,0 +1,94 @@
+"""Seeded synthetic EEG: a headset for demos and tests that needs no hardware.
+
+Each channel is a sine (its phase shifted per channel) plus white Gaussian noise, in µV. Chunks
+are released on the device's own schedule (``chunk / srate`` apart, on absolute deadlines so the
+rate does not drift), or as fast as the graph takes them with ``speed: max``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, Mapping
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from pipeline import Frame, FrameKind, NodeParams, Source, StreamInfo
+from pipeline.clock import now_ns
+from pipeline.node import Output
+
+#: Longest a ``read`` blocks, so that a stop request is seen promptly.
+MAX_BLOCK_S = 0.1
+
+
+class SyntheticEEG(Source):
+    """Synthetic headset: sine + noise per channel, seeded, released at the nominal rate."""
+
+    type_name = "synthetic_eeg"
+    outputs = ("out",)
+
+    class Params(NodeParams):
+        channels: int = Field(8, ge=1, le=1024, description="number of channels")
+        srate: float = Field(250.0, gt=0, description="sampling rate (Hz)")
+        chunk: int = Field(10, ge=1, description="samples per frame")
+        freq: float = Field(10.0, ge=0, description="sine frequency (Hz)")
+        amplitude: float = Field(10.0, ge=0, description="sine amplitude (µV)")
+        noise: float = Field(5.0, ge=0, description="noise standard deviation (µV)")
+        seed: int = Field(0, description="random seed (same seed, same signal)")
+        speed: float | Literal["realtime", "max"] = Field(
+            "realtime", description="'realtime', a multiple of real time, or 'max' (as fast as "
+                                    "the graph takes it: use lossless edges)")
+        max_frames: int | None = Field(None, ge=1, description="end of stream after this many frames")
+        names: list[str] | None = Field(None, description="channel names (default EEG001...)")
+
+        @field_validator("speed")
+        @classmethod
+        def _positive(cls, v: float | str) -> float | str:
+            if isinstance(v, float) and v <= 0:
+                raise ValueError("speed must be > 0, 'realtime' or 'max'")
+            return v
+
+    def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
+        p = self.params
+        names = tuple(p.names) if p.names else tuple(f"EEG{i + 1:03d}" for i in range(p.channels))
+        if len(names) != p.channels:
+            raise ValueError(f"{len(names)} names for {p.channels} channels")
+        speed = {"realtime": 1.0, "max": 0.0}.get(p.speed, p.speed)  # type: ignore[arg-type]
+        self.period_ns = int(p.chunk / p.srate / speed * 1e9) if speed else 0
+        self.phase = np.linspace(0, np.pi, p.channels, dtype=np.float64)[:, None]
+        self.reset()
+        return {"out": StreamInfo(FrameKind.SAMPLES, p.srate, names, ("uV",) * p.channels,
+                                  "float32", (p.channels,), clock="synthetic")}
+
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(self.params.seed)
+        self.n = 0  # samples generated so far
+        self.frames = 0
+        self.t_start: int | None = None
+
+    def generate(self, n0: int) -> np.ndarray:
+        """Samples ``n0 .. n0 + chunk`` (channels x chunk, float32 µV)."""
+        p = self.params
+        t = (n0 + np.arange(p.chunk)) / p.srate
+        x = p.amplitude * np.sin(2 * np.pi * p.freq * t + self.phase)
+        if p.noise:
+            x += p.noise * self.rng.standard_normal((p.channels, p.chunk))
+        return x.astype(np.float32)
+
+    def read(self) -> list[Output] | None:
+        p = self.params
+        if p.max_frames is not None and self.frames >= p.max_frames:
+            return None
+        if self.t_start is None:
+            self.t_start = now_ns()
+        due = self.t_start + (self.frames + 1) * self.period_ns
+        wait = (due - now_ns()) / 1e9
+        if wait > MAX_BLOCK_S:
+            time.sleep(MAX_BLOCK_S)
+            return []
+        if wait > 0:
+            time.sleep(wait)
+        frame = Frame(FrameKind.SAMPLES, self.generate(self.n), now_ns(), t_device=self.n / p.srate)
+        self.n += p.chunk
+        self.frames += 1
+        return [("out", frame)]

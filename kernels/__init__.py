@@ -1,0 +1,1 @@
+"""Hot loops (Numba kernels, the ONNX Runtime session wrapper); imports neither pipeline nor nodes."""

@@ -1,0 +1,1 @@
+"""Processing nodes (filters, windows, inference, decisions), registered under `neuroflow.nodes`."""

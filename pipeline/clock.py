@@ -1,0 +1,12 @@
+"""The one clock of a host: monotonic nanoseconds (DESIGN.md §6).
+
+Every ``t_origin_ns``, processing time and latency inside a host uses `now_ns`; device clocks
+(LSL, BrainFlow's Unix time, file times) are converted at the source and named in the StreamInfo.
+"""
+
+from __future__ import annotations
+
+import time
+
+#: Host monotonic clock in ns: immune to NTP steps, comparable across processes of one host.
+now_ns = time.monotonic_ns

@@ -1,0 +1,198 @@
+"""Versioned wire codec for frames: ``[topic, header, payload]`` ZeroMQ multipart messages.
+
+Header, version 1 (little-endian, 40 bytes + shape + optional meta)::
+
+    offset size  field
+    0      2     magic b"NF"
+    2      1     version (1)
+    3      1     kind code (1 samples, 2 events, 3 markers, 4 tensor, 5 prediction, 6 control)
+    4      1     dtype code (see _DTYPES; 12 = EVENT_DTYPE, 13 = unicode)
+    5      1     ndim (0..8)
+    6      2     flags: bit 0 t_device present, bit 1 meta present
+    8      4     itemsize in bytes (checked against the dtype; gives the width of unicode)
+    12     4     reserved (0)
+    16     8     seq (int64)
+    24     8     t_origin_ns (int64, host monotonic clock)
+    32     8     t_device (float64; NaN when absent and flag 0 clear)
+    40     8*nd  shape (uint64 each)
+    ...    4+n   meta length + msgpack map (only with flag 1)
+
+The payload is the array's raw C-order buffer, sent with ``copy=False`` and received with
+``np.frombuffer`` (no pickle anywhere). ``decode`` trusts nothing: every malformed message
+raises `FrameDecodeError`, never anything else.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Sequence
+
+import msgpack
+import numpy as np
+
+from pipeline.frame import EVENT_DTYPE, Frame, FrameKind, check_payload
+
+VERSION = 1
+MAGIC = b"NF"
+MAX_NDIM = 8
+MAX_META_BYTES = 64 * 1024
+
+_FIXED = struct.Struct("<2sBBBBHIIqqd")
+_KINDS: tuple[FrameKind, ...] = (FrameKind.SAMPLES, FrameKind.EVENTS, FrameKind.MARKERS,
+                                 FrameKind.TENSOR, FrameKind.PREDICTION, FrameKind.CONTROL)
+_KIND_CODE = {k: i + 1 for i, k in enumerate(_KINDS)}
+_DTYPES: tuple[np.dtype, ...] = tuple(np.dtype(t) for t in (
+    "<f4", "<f8", "<f2", "i1", "<i2", "<i4", "<i8", "u1", "<u2", "<u4", "<u8", "?")) + (EVENT_DTYPE,)
+_UNICODE_CODE = len(_DTYPES)
+_DTYPE_CODE = {dt: i for i, dt in enumerate(_DTYPES)}
+_SHAPES = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
+_META_LEN = struct.Struct("<I")
+_FLAG_TDEVICE, _FLAG_META = 1, 2
+
+
+class FrameDecodeError(ValueError):
+    """A message on a data edge is not a valid frame; the receiver counts it and drops it."""
+
+
+class FrameEncodeError(ValueError):
+    """A node emitted a frame the wire cannot carry (bad dtype, meta, shape)."""
+
+
+def _dtype_code(dt: np.dtype) -> int:
+    if dt.kind == "U":
+        return _UNICODE_CODE
+    code = None if dt.byteorder == ">" else _DTYPE_CODE.get(dt)
+    if code is None:
+        raise FrameEncodeError(f"dtype {dt} cannot be sent; use one of "
+                               f"{[str(d) for d in _DTYPES]} or unicode")
+    return code
+
+
+def encode_header(frame: Frame) -> bytes:
+    """The header bytes of ``frame`` (its payload goes separately, zero-copy)."""
+    data = frame.data
+    if data.ndim > MAX_NDIM:
+        raise FrameEncodeError(f"ndim {data.ndim} > {MAX_NDIM}")
+    flags = 0
+    t_device = frame.t_device
+    if t_device is None:
+        t_device = float("nan")
+    else:
+        flags |= _FLAG_TDEVICE
+    head = _FIXED.pack(MAGIC, VERSION, _KIND_CODE[frame.kind], _dtype_code(data.dtype), data.ndim,
+                       flags | (_FLAG_META if frame.meta else 0), data.itemsize, 0,
+                       frame.seq, frame.t_origin_ns, t_device) + _SHAPES[data.ndim].pack(*data.shape)
+    if frame.meta:
+        try:
+            meta = msgpack.packb(dict(frame.meta), use_bin_type=True)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise FrameEncodeError(f"meta cannot be encoded: {e}") from e
+        if len(meta) > MAX_META_BYTES:
+            raise FrameEncodeError(f"meta is {len(meta)} bytes > {MAX_META_BYTES}")
+        head += _META_LEN.pack(len(meta)) + meta
+    return head
+
+
+def payload_of(frame: Frame) -> np.ndarray:
+    """The array to send as the payload part: C-contiguous, native little-endian."""
+    data = frame.data
+    return data if data.flags.c_contiguous else np.ascontiguousarray(data)
+
+
+def encode(frame: Frame, topic: bytes = b"") -> list[Any]:
+    """``[topic, header, payload]`` for ``socket.send_multipart(parts, copy=False)``."""
+    return [topic, encode_header(frame), payload_of(frame)]
+
+
+def decode(parts: Sequence[Any]) -> Frame:
+    """Parse ``[topic, header, payload]`` (bytes or zmq.Frame buffers) into a `Frame`.
+
+    Raises
+    ------
+    FrameDecodeError
+        For any malformed message: wrong part count, bad magic or version, unknown kind or
+        dtype, impossible shape, payload size mismatch, payload invalid for its kind, bad meta.
+    """
+    if len(parts) != 3:
+        raise FrameDecodeError(f"expected 3 parts [topic, header, payload], got {len(parts)}")
+    head = parts[1]
+    payload = parts[2]
+    head = getattr(head, "buffer", head)
+    payload = getattr(payload, "buffer", payload)
+    n = len(head)
+    if n < _FIXED.size:
+        raise FrameDecodeError(f"header is {n} bytes, shorter than the fixed {_FIXED.size}")
+    (magic, version, kind_code, dtype_code, ndim, flags, itemsize, _reserved,
+     seq, t_origin_ns, t_device) = _FIXED.unpack_from(head)
+    if magic != MAGIC:
+        raise FrameDecodeError(f"bad magic {bytes(magic)!r}")
+    if version != VERSION:
+        raise FrameDecodeError(f"unsupported header version {version} (this build reads {VERSION})")
+    if not 1 <= kind_code <= len(_KINDS):
+        raise FrameDecodeError(f"unknown kind code {kind_code}")
+    if ndim > MAX_NDIM:
+        raise FrameDecodeError(f"ndim {ndim} > {MAX_NDIM}")
+    if flags & ~(_FLAG_TDEVICE | _FLAG_META):
+        raise FrameDecodeError(f"unknown flags 0x{flags:x}")
+    end = _FIXED.size + 8 * ndim
+    if n < end:
+        raise FrameDecodeError(f"header truncated in the shape ({n} < {end} bytes)")
+    shape = _SHAPES[ndim].unpack_from(head, _FIXED.size)
+    dtype = _decode_dtype(dtype_code, itemsize)
+    count = 1
+    for s in shape:
+        count *= s
+    if count * dtype.itemsize != len(payload):
+        raise FrameDecodeError(f"payload is {len(payload)} bytes, shape {list(shape)} of {dtype} "
+                               f"needs {count * dtype.itemsize}")
+    meta = None
+    if flags & _FLAG_META:
+        meta = _decode_meta(head, end)
+    elif n != end:
+        raise FrameDecodeError(f"{n - end} trailing header bytes")
+    kind = _KINDS[kind_code - 1]
+    data = np.frombuffer(payload, dtype=dtype).reshape(shape)
+    try:
+        check_payload(kind, data)
+    except ValueError as e:
+        raise FrameDecodeError(str(e)) from None
+    if dtype.kind == "U":
+        _check_unicode(data)
+    return Frame(kind, data, t_origin_ns, seq, t_device if flags & _FLAG_TDEVICE else None, meta)
+
+
+def _decode_dtype(code: int, itemsize: int) -> np.dtype:
+    if code == _UNICODE_CODE:
+        if itemsize == 0 or itemsize % 4 or itemsize > 4 * 4096:
+            raise FrameDecodeError(f"bad unicode itemsize {itemsize}")
+        return np.dtype(f"<U{itemsize // 4}")
+    if code >= len(_DTYPES):
+        raise FrameDecodeError(f"unknown dtype code {code}")
+    dtype = _DTYPES[code]
+    if itemsize != dtype.itemsize:
+        raise FrameDecodeError(f"itemsize {itemsize} does not match {dtype} ({dtype.itemsize})")
+    return dtype
+
+
+def _decode_meta(head: Any, start: int) -> dict[str, Any]:
+    n = len(head)
+    if n < start + 4:
+        raise FrameDecodeError("header truncated before the meta length")
+    (size,) = _META_LEN.unpack_from(head, start)
+    if size > MAX_META_BYTES or start + 4 + size != n:
+        raise FrameDecodeError(f"meta length {size} does not fit the header ({n - start - 4} left)")
+    try:
+        meta = msgpack.unpackb(bytes(head[start + 4:]), raw=False, strict_map_key=True,
+                               max_buffer_size=MAX_META_BYTES)
+    except Exception as e:  # msgpack raises many types (ExtraData, FormatError, ValueError, ...)
+        raise FrameDecodeError(f"meta is not valid msgpack: {type(e).__name__}: {e}") from None
+    if not isinstance(meta, dict):
+        raise FrameDecodeError(f"meta must be a map, got {type(meta).__name__}")
+    return meta
+
+
+def _check_unicode(data: np.ndarray) -> None:
+    codes = data.view(np.uint32)
+    if codes.size and (int(codes.max()) > 0x10FFFF
+                       or bool(((codes >= 0xD800) & (codes <= 0xDFFF)).any())):
+        raise FrameDecodeError("unicode payload holds invalid code points")

@@ -1,0 +1,99 @@
+"""The node API: pure processing objects that know nothing of sockets, processes or hosts.
+
+The runtime decides where a node runs (fused with its neighbours or in its own process); the node
+only turns input frames into output frames. That is what lets a unit test drive any node with plain
+frames and the same class run fused or distributed (DESIGN.md §3).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Iterable, Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+from pipeline.frame import Frame, FrameKind
+from pipeline.info import StreamInfo
+
+Output = tuple[str, Frame]
+
+
+class NodeParams(BaseModel):
+    """Base of every node's ``Params``: validated, documented, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Node:
+    """A processing step: ``setup`` once from the upstream stream infos, then ``process`` frames.
+
+    Subclasses set ``type_name`` (the YAML ``type``), ``inputs`` / ``outputs`` (port names),
+    optionally ``accepts`` (frame kinds allowed per input port, checked before ``setup``), and a
+    nested ``Params`` model.
+    """
+
+    type_name: ClassVar[str] = ""
+    inputs: ClassVar[tuple[str, ...]] = ("in",)
+    outputs: ClassVar[tuple[str, ...]] = ("out",)
+    accepts: ClassVar[Mapping[str, tuple[FrameKind, ...]]] = {}
+
+    class Params(NodeParams):
+        pass
+
+    def __init__(self, params: NodeParams | None = None, name: str | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+        self.name = name or self.type_name
+
+    def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
+        """Prepare for streams ``info`` (by input port); return the info of every output port.
+
+        The default passes the single input's info to every output. Raise
+        `pipeline.info.StreamMismatch` when an input cannot be handled.
+        """
+        if len(self.inputs) != 1:
+            raise NotImplementedError(f"{type(self).__name__} must define setup()")
+        return {port: info[self.inputs[0]] for port in self.outputs}
+
+    def process(self, port: str, frame: Frame) -> Iterable[Output]:
+        """Handle one frame arriving on input ``port``; yield ``(output_port, frame)`` pairs."""
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Return to the state right after ``setup`` (filters, windows, membranes, weights)."""
+
+    def close(self) -> Iterable[Output]:
+        """End of stream: flush files and devices; may yield last frames (a partial window)."""
+        return ()
+
+
+class Source(Node):
+    """A node at the graph's edge that produces frames from a device, a file or a generator.
+
+    The runtime runs each source in its own thread: ``open()``, then ``read()`` in a loop until it
+    returns ``None`` or the graph stops, then ``close()``. ``read`` blocks until data is there
+    (or ~100 ms pass, returning an empty list) and stamps ``t_origin_ns`` when the data is read.
+    A source that must poll a device does so inside ``read`` at intervals of at most 1 ms.
+    """
+
+    inputs: ClassVar[tuple[str, ...]] = ()
+
+    def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
+        raise NotImplementedError(f"{type(self).__name__} must define setup()")
+
+    def open(self) -> None:
+        """Connect to the device or open the file (may raise; the supervisor retries)."""
+
+    def read(self) -> list[Output] | None:
+        """Frames read since the last call; ``[]`` if none yet; ``None`` at end of stream."""
+        raise NotImplementedError
+
+    def process(self, port: str, frame: Frame) -> Iterable[Output]:
+        raise TypeError("a source has no inputs")
+
+
+class Sink(Node):
+    """A node at the graph's edge that consumes frames (files, devices, displays)."""
+
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
+        return {}

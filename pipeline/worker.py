@@ -1,0 +1,366 @@
+"""One worker process: runs the nodes of one process group.
+
+Nodes of the group call each other directly (no copy, no serialization); edges to other groups go
+through `pipeline.transport`. Each source runs in its own thread; every node call is made under
+one lock, so node code never runs concurrently. The main thread blocks on its input sockets (never
+a busy loop, never a fixed-rate scheduler). A reporter thread sends the group's figures to the
+supervisor once a second, which doubles as the heartbeat.
+
+Started by the supervisor as ``python -m pipeline.worker PLAN.json GROUP``. Signals from it:
+SIGUSR1 = every group is connected, sources may start; SIGTERM = stop the sources and drain
+(twice: abort). SIGINT is ignored: Ctrl-C in a terminal reaches every process, only the
+supervisor acts on it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import msgpack
+import zmq
+
+from pipeline.clock import now_ns
+from pipeline.codec import FrameEncodeError, encode_header, payload_of
+from pipeline.frame import Frame
+from pipeline.info import StreamInfo
+from pipeline.metrics import NodeStats
+from pipeline.node import Node, Source
+from pipeline.plan import Plan
+from pipeline.registry import resolve
+from pipeline.transport import CurveKeys, EdgeReceiver, EdgeSender, start_authenticator
+
+EXIT_OK, EXIT_NODE_FAILED = 0, 3
+#: A node that raises on this many frames in a row has failed; fewer are counted and survived.
+MAX_CONSECUTIVE_ERRORS = 100
+REPORT_INTERVAL_S = 1.0
+POLL_MS = 100
+
+
+class NodeFailed(Exception):
+    """A node cannot go on; the message names it and carries its traceback."""
+
+
+class Reporter(threading.Thread):
+    """Owns the socket to the supervisor: metrics once a second, errors as they happen."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, group: str, stats: dict[str, NodeStats]):
+        super().__init__(name="reporter", daemon=True)
+        self.sock = ctx.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.LINGER, 2000)
+        self.sock.setsockopt(zmq.SNDTIMEO, 1000)
+        self.sock.connect(endpoint)
+        self.group, self.stats = group, stats
+        self.outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.last = time.monotonic()
+        self.parent = os.getppid()
+        self.orphaned = threading.Event()
+
+    def report(self, msg: dict[str, Any]) -> None:
+        self.outbox.put(msg)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        msg.update(group=self.group, pid=os.getpid(), t=time.time())
+        try:
+            self.sock.send(msgpack.packb(msg, use_bin_type=True))
+        except zmq.Again:
+            pass  # the supervisor is gone or stuck; it will notice our silence, not vice versa
+
+    def _metrics(self, kind: str = "metrics") -> dict[str, Any]:
+        now = time.monotonic()
+        interval, self.last = max(now - self.last, 1e-3), now
+        return {"type": kind, "nodes": {n: s.snapshot(interval) for n, s in self.stats.items()}}
+
+    def run(self) -> None:
+        while True:
+            timeout = max(0.0, self.last + REPORT_INTERVAL_S - time.monotonic())
+            try:
+                msg = self.outbox.get(timeout=timeout)
+            except queue.Empty:
+                self._send(self._metrics())
+                if os.getppid() != self.parent:
+                    self.orphaned.set()
+                continue
+            if msg is None:
+                break
+            self._send(msg)
+        self._send(self._metrics("final"))
+        self.sock.close()
+
+    def finish(self) -> None:
+        self.outbox.put(None)
+        self.join(timeout=5)
+
+
+class Worker:
+    """The nodes of one group, their edges, and the loop that feeds them."""
+
+    def __init__(self, plan: Plan, group: str) -> None:
+        self.plan, self.group = plan, group
+        self.ctx = zmq.Context()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()  # sources stop; the rest drains
+        self.aborting = threading.Event()  # stop waiting on peers: lossless sends give up
+        self.done = threading.Event()
+        self.go = threading.Event()  # set by the supervisor (SIGUSR1) once every group is ready
+        self.failure: str | None = None
+        members = plan.groups[group]["nodes"]
+        self.order = [n for n in plan.order if n in members]
+        self.stats = {n: NodeStats() for n in self.order}
+        self.reporter = Reporter(self.ctx, plan.supervisor_endpoint, group, self.stats)
+        self.nodes: dict[str, Node] = {}
+        self.consecutive_errors = dict.fromkeys(self.order, 0)
+        self.seq: dict[tuple[str, str], int] = {}
+        self.local: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        self.remote: dict[tuple[str, str], list[EdgeSender]] = {}
+        self.receivers: list[EdgeReceiver] = []
+        self.open_inputs: dict[str, set[str]] = {}
+        self.finished: set[str] = set()
+        self.curve = self._curve_keys()
+        self.auth = start_authenticator(self.ctx, self.curve) if self.curve else None
+
+    def _curve_keys(self) -> CurveKeys | None:
+        host = self.plan.groups[self.group]["host"]
+        if not any(e.get("curve") and host in (e["src_host"], e["dst_host"]) for e in self.plan.edges):
+            return None
+        return CurveKeys.load(self.plan.keys_dir, host, [h for h in self.plan.hosts if h != host])
+
+    # -- building ---------------------------------------------------------------------------
+    def build(self) -> None:
+        for name in self.order:
+            spec = self.plan.nodes[name]
+            cls = resolve(spec["type"])
+            node = cls(cls.Params(**spec["params"]), name)
+            node.setup({p: StreamInfo.from_dict(i) for p, i in spec["inputs"].items()})
+            self.nodes[name] = node
+            self.open_inputs[name] = set(cls.inputs)
+            for port in cls.outputs:
+                self.seq[(name, port)] = 0
+                self.local[(name, port)] = []
+                self.remote[(name, port)] = []
+        members = set(self.order)
+        for e in self.plan.edges:
+            if e["src"] in members and e["dst"] in members:
+                self.local[(e["src"], e["src_port"])].append((e["dst"], e["dst_port"]))
+            elif e["src"] in members:
+                curve = (self.curve, self.curve.peers[e["dst_host"]]) if e.get("curve") else None
+                self.remote[(e["src"], e["src_port"])].append(EdgeSender(
+                    self.ctx, e["connect"], e["policy"], e["queue"], e["topic"].encode(),
+                    self.stats[e["src"]], curve))
+            elif e["dst"] in members:
+                r = EdgeReceiver(self.ctx, e["bind"], e["policy"], e["queue"], self.stats[e["dst"]],
+                                 self.curve if e.get("curve") else None)
+                r.dst, r.dst_port = e["dst"], e["dst_port"]
+                self.receivers.append(r)
+
+    # -- the hot path -----------------------------------------------------------------------
+    def dispatch(self, name: str, port: str, frame: Frame) -> None:
+        """Run node ``name`` on ``frame`` and route what it emits (caller holds the lock)."""
+        st = self.stats[name]
+        st.frames_in += 1
+        t0 = now_ns()
+        try:
+            outs = list(self.nodes[name].process(port, frame))
+        except Exception:
+            self._node_error(name)
+            return
+        t1 = now_ns()
+        st.proc_ns.append(t1 - t0)
+        st.lat_ns.append(t1 - frame.t_origin_ns)
+        self.consecutive_errors[name] = 0
+        for out_port, out in outs:
+            self.emit(name, out_port, out)
+
+    def emit(self, name: str, port: str, frame: Frame) -> None:
+        key = (name, port)
+        seq = self.seq[key]
+        self.seq[key] = seq + 1
+        frame = frame.with_seq(seq)
+        self.stats[name].frames_out += 1
+        for dst, dst_port in self.local[key]:
+            self.dispatch(dst, dst_port, frame)
+        senders = self.remote[key]
+        if senders:
+            try:
+                header, payload = encode_header(frame), payload_of(frame)
+            except FrameEncodeError:
+                self._node_error(name)
+                return
+            for s in senders:
+                s.send(header, payload, self.aborting.is_set)
+
+    def _node_error(self, name: str) -> None:
+        st = self.stats[name]
+        st.errors += 1
+        self.consecutive_errors[name] += 1
+        tb = traceback.format_exc()
+        if st.errors <= 3:
+            self.reporter.report({"type": "node_error", "node": name, "traceback": tb})
+        if self.consecutive_errors[name] >= MAX_CONSECUTIVE_ERRORS:
+            raise NodeFailed(f"node {name!r} raised on {MAX_CONSECUTIVE_ERRORS} frames in a row; "
+                             f"last:\n{tb}")
+
+    # -- end of stream ----------------------------------------------------------------------
+    def finish(self, name: str) -> None:
+        """``name`` has no more input: flush it, then tell everything downstream (holds the lock)."""
+        if name in self.finished:
+            return
+        self.finished.add(name)
+        try:
+            for port, frame in self.nodes[name].close():
+                self.emit(name, port, frame)
+        except NodeFailed:
+            raise
+        except Exception:
+            self._node_error(name)
+        for port in self.nodes[name].outputs:
+            for dst, dst_port in self.local[(name, port)]:
+                self.input_ended(dst, dst_port)
+            for s in self.remote[(name, port)]:
+                s.send_eos()
+        if len(self.finished) == len(self.order):
+            self.done.set()
+
+    def input_ended(self, name: str, port: str) -> None:
+        self.open_inputs[name].discard(port)
+        if not self.open_inputs[name]:
+            self.finish(name)
+
+    # -- threads ----------------------------------------------------------------------------
+    def source_loop(self, name: str) -> None:
+        node = self.nodes[name]
+        assert isinstance(node, Source)
+        try:
+            node.open()
+            while not self.go.wait(POLL_MS / 1000):
+                if self.stopping.is_set():
+                    break
+            while not self.stopping.is_set():
+                outs = node.read()
+                if outs is None:
+                    break
+                if outs:
+                    with self.lock:
+                        for port, frame in outs:
+                            self.emit(name, port, frame)
+            with self.lock:
+                self.finish(name)
+        except Exception as e:
+            self.fail(f"node {name!r} ({self.plan.nodes[name]['type']}) failed: "
+                      f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
+
+    def stop(self) -> None:
+        """First request: stop the sources and drain; a second one: abort."""
+        if self.stopping.is_set():
+            self.abort()
+        self.stopping.set()
+
+    def abort(self) -> None:
+        self.stopping.set()
+        self.aborting.set()
+        self.done.set()
+
+    def fail(self, message: str) -> None:
+        if self.failure is None:
+            self.failure = message
+            self.reporter.report({"type": "failed", "message": message})
+        self.done.set()
+
+    def receive_loop(self) -> None:
+        receivers = self.receivers
+        single = receivers[0] if len(receivers) == 1 else None
+        if single is not None:
+            single.sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
+        poller = zmq.Poller()
+        for r in receivers:
+            poller.register(r.sock, zmq.POLLIN)
+        while not self.done.is_set():
+            if self.reporter.orphaned.is_set():
+                self.abort()
+            busy = any(r.busy for r in receivers)
+            if single is not None and not busy:
+                try:
+                    single.take(single.sock.recv_multipart())
+                except zmq.Again:
+                    continue
+            elif not busy:
+                if not poller.poll(POLL_MS):
+                    continue
+            for r in receivers:
+                r.fill()
+                if r.pending:
+                    with self.lock:
+                        self.dispatch(r.dst, r.dst_port, r.pending.popleft())
+                    r.stats.queue = len(r.pending)
+                elif r.eos and not r.ended:
+                    r.ended = True
+                    poller.unregister(r.sock)
+                    with self.lock:
+                        self.input_ended(r.dst, r.dst_port)
+
+    def run(self) -> int:
+        self.reporter.start()
+        try:
+            self.build()
+        except Exception as e:
+            self.fail(f"group {self.group!r}: building its nodes failed: {type(e).__name__}: {e}\n"
+                      f"{traceback.format_exc()}")
+            return self.shutdown()
+        self.reporter.report({"type": "ready"})
+        threads = [threading.Thread(target=self.source_loop, args=(n,), name=f"source:{n}", daemon=True)
+                   for n, node in self.nodes.items() if isinstance(node, Source)]
+        for t in threads:
+            t.start()
+        try:
+            if self.receivers:
+                self.receive_loop()
+            while not self.done.wait(POLL_MS / 1000):
+                if self.reporter.orphaned.is_set():
+                    self.abort()
+        except NodeFailed as e:
+            self.fail(str(e))
+        self.stopping.set()
+        for t in threads:
+            t.join(timeout=2)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        for name, node in self.nodes.items():  # flush what did not end in order (failure, abort)
+            if name not in self.finished:
+                try:
+                    for _ in node.close():
+                        pass
+                except Exception:
+                    self.reporter.report({"type": "node_error", "node": name,
+                                          "traceback": traceback.format_exc()})
+        for senders in self.remote.values():
+            for s in senders:
+                s.close()
+        for r in self.receivers:
+            r.close()
+        self.reporter.finish()
+        if self.auth:
+            self.auth.stop()
+        self.ctx.term()
+        return EXIT_NODE_FAILED if self.failure else EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    plan = Plan.from_json(json.loads(open(args[0]).read()))
+    worker = Worker(plan, args[1])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    signal.signal(signal.SIGUSR1, lambda *_: worker.go.set())
+    return worker.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
