@@ -182,12 +182,11 @@ def _decode_meta(head: Any, start: int) -> dict[str, Any]:
     if size > MAX_META_BYTES or start + 4 + size != n:
         raise FrameDecodeError(f"meta length {size} does not fit the header ({n - start - 4} left)")
     try:
-        meta = msgpack.unpackb(bytes(head[start + 4:]), raw=False, strict_map_key=True,
-                               max_buffer_size=MAX_META_BYTES)
+        meta = msgpack.unpackb(bytes(head[start + 4:]), raw=False, strict_map_key=True)
     except Exception as e:  # msgpack raises many types (ExtraData, FormatError, ValueError, ...)
         raise FrameDecodeError(f"meta is not valid msgpack: {type(e).__name__}: {e}") from None
-    if not isinstance(meta, dict):
-        raise FrameDecodeError(f"meta must be a map, got {type(meta).__name__}")
+    if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
+        raise FrameDecodeError("meta must be a map with string keys")
     return meta
 
 

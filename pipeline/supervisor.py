@@ -39,6 +39,7 @@ class GroupState:
     last_heard: float = 0.0
     exit_code: int | None = None
     ready: bool = False
+    finished: bool = False  # its nodes all ended; it waits for the release to exit
     failed_for_good: bool = False
     last_failure: str = ""
     #: latest figures of each incarnation (pid): counters in them are cumulative for that pid
@@ -80,7 +81,7 @@ class Supervisor:
 
     # -- processes --------------------------------------------------------------------------
     def start_group(self, g: GroupState) -> None:
-        g.ready = False
+        g.ready = g.finished = False
         g.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(self.plan_file), g.name])
         g.last_heard = time.monotonic()
         g.restart_at = None
@@ -166,6 +167,9 @@ class Supervisor:
                         os.kill(x.proc.pid, signal.SIGUSR1)
                 self.t_go = time.monotonic()
                 self.event("go")
+        elif kind == "finished" and g.proc is not None and msg["pid"] == g.proc.pid:
+            g.finished = True
+            self._release_if_all_finished()
         elif kind == "node_error":
             self.event("node_error", group=g.name, node=msg["node"], traceback=msg["traceback"])
             self.log(f"neuroflow: node {msg['node']!r} raised (frame dropped, graph goes on):\n"
@@ -174,6 +178,13 @@ class Supervisor:
             g.last_failure = msg["message"]
             self.event("failed", group=g.name, message=msg["message"])
             self.log(f"neuroflow: group {g.name!r}: {msg['message'].rstrip()}")
+
+    def _release_if_all_finished(self) -> None:
+        """Once no group can still send anything, let every finished worker exit."""
+        groups = [g for g in self.groups.values() if g.alive or g.restart_at is not None]
+        if all(g.finished and g.restart_at is None for g in groups):
+            for g in groups:
+                os.kill(g.proc.pid, signal.SIGUSR2)
 
     # -- figures ----------------------------------------------------------------------------
     def figures(self) -> dict[str, dict[str, Any]]:
@@ -214,6 +225,7 @@ class Supervisor:
     def run(self) -> int:
         old = {s: signal.signal(s, self.request_shutdown) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            self.event("plan", path=str(self.plan_file), host=self.host)
             for g in self.groups.values():
                 self.start_group(g)
             next_tick = time.monotonic() + 1.0

@@ -19,6 +19,7 @@ producers' public keys (ZAP); the producer only talks to a server holding the ex
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any, Callable
 
 import zmq
 import zmq.auth
+from zmq.utils.monitor import recv_monitor_message
 from zmq.auth.thread import ThreadAuthenticator
 
 from pipeline.codec import FrameDecodeError, decode
@@ -88,14 +90,34 @@ class EdgeSender:
         self.sock.setsockopt(zmq.SNDHWM, queue)
         self.sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         self.sock.setsockopt(zmq.SNDTIMEO, 200)
+        # realtime: queue only to a live peer (no stale burst after it restarts); lossless: keep
+        # queueing while it restarts, then push back
+        self.sock.setsockopt(zmq.IMMEDIATE, 0 if policy == "lossless" else 1)
         if curve is not None:
             keys, server_key = curve
             self.sock.curve_publickey, self.sock.curve_secretkey = keys.public, keys.secret
             self.sock.curve_serverkey = server_key
+        self.monitor: zmq.Socket | None = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED)
         self.sock.connect(endpoint)
         self.lossless = policy == "lossless"
         self.topic = topic
         self.stats = stats
+
+    def wait_connected(self, deadline: float) -> bool:
+        """Block until the peer is connected (so the first frames are not dropped) or
+        ``deadline`` (time.monotonic) passes; the monitor is removed either way."""
+        mon, connected = self.monitor, False
+        if mon is None:
+            return True
+        while not connected:
+            timeout_ms = int((deadline - time.monotonic()) * 1000)
+            if timeout_ms <= 0 or not mon.poll(timeout_ms):
+                break
+            connected = recv_monitor_message(mon)["event"] == zmq.EVENT_CONNECTED
+        self.sock.disable_monitor()
+        mon.close()
+        self.monitor = None
+        return connected
 
     def send(self, header: bytes, payload: Any, stopping: Callable[[], bool]) -> None:
         """Send one encoded frame; realtime drops (counted) instead of blocking."""

@@ -7,7 +7,8 @@ a busy loop, never a fixed-rate scheduler). A reporter thread sends the group's 
 supervisor once a second, which doubles as the heartbeat.
 
 Started by the supervisor as ``python -m pipeline.worker PLAN.json GROUP``. Signals from it:
-SIGUSR1 = every group is connected, sources may start; SIGTERM = stop the sources and drain
+SIGUSR1 = every group is connected, sources may start; SIGUSR2 = every group has finished
+(nothing is in flight any more), exit; SIGTERM = stop the sources and drain
 (twice: abort). SIGINT is ignored: Ctrl-C in a terminal reaches every process, only the
 supervisor acts on it.
 """
@@ -42,6 +43,8 @@ EXIT_OK, EXIT_NODE_FAILED = 0, 3
 MAX_CONSECUTIVE_ERRORS = 100
 REPORT_INTERVAL_S = 1.0
 POLL_MS = 100
+#: How long a starting worker waits for its downstream peers before it reports ready anyway.
+CONNECT_TIMEOUT_S = 5.0
 
 
 class NodeFailed(Exception):
@@ -110,6 +113,7 @@ class Worker:
         self.aborting = threading.Event()  # stop waiting on peers: lossless sends give up
         self.done = threading.Event()
         self.go = threading.Event()  # set by the supervisor (SIGUSR1) once every group is ready
+        self.release = threading.Event()  # set (SIGUSR2) once every group has finished
         self.failure: str | None = None
         members = plan.groups[group]["nodes"]
         self.order = [n for n in plan.order if n in members]
@@ -159,6 +163,10 @@ class Worker:
                                  self.curve if e.get("curve") else None)
                 r.dst, r.dst_port = e["dst"], e["dst_port"]
                 self.receivers.append(r)
+        deadline = time.monotonic() + CONNECT_TIMEOUT_S
+        for senders in self.remote.values():
+            for s in senders:
+                s.wait_connected(deadline)
 
     # -- the hot path -----------------------------------------------------------------------
     def dispatch(self, name: str, port: str, frame: Frame) -> None:
@@ -329,7 +337,17 @@ class Worker:
         self.stopping.set()
         for t in threads:
             t.join(timeout=2)
+        if self.failure is None:
+            self.wait_for_release()
         return self.shutdown()
+
+    def wait_for_release(self) -> None:
+        """Stay until every group has finished: a process that exits with frames still in flight
+        to a peer loses them (ZeroMQ only guarantees the hand-off to the kernel)."""
+        self.reporter.report({"type": "finished"})
+        while not self.release.wait(POLL_MS / 1000):
+            if self.aborting.is_set() or self.reporter.orphaned.is_set():
+                return
 
     def shutdown(self) -> int:
         for name, node in self.nodes.items():  # flush what did not end in order (failure, abort)
@@ -359,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGUSR1, lambda *_: worker.go.set())
+    signal.signal(signal.SIGUSR2, lambda *_: worker.release.set())
     return worker.run()
 
 

@@ -1,0 +1,85 @@
+"""Helpers for tests that run real graphs: real worker processes, real ZeroMQ sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+
+
+class RunningGraph:
+    """A ``neuroflow run`` in a subprocess, with its metrics file read as it grows."""
+
+    def __init__(self, tmp: Path, yaml_text: str, *args: str) -> None:
+        self.graph = tmp / "graph.yaml"
+        self.graph.write_text(textwrap.dedent(yaml_text))
+        self.metrics = tmp / "metrics.jsonl"
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "run", str(self.graph), "--metrics",
+             str(self.metrics), "--no-live", "--quiet", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp)
+        self.stdout = self.stderr = ""
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.metrics.exists():
+            return []
+        lines = self.metrics.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.endswith("}")]
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        return [r for r in self.records() if "event" in r and (name is None or r["event"] == name)]
+
+    def figures(self) -> dict[str, dict[str, Any]]:
+        """The latest per-node figures."""
+        ticks = [r for r in self.records() if "nodes" in r]
+        return ticks[-1]["nodes"] if ticks else {}
+
+    def wait_for(self, what: Callable[[], Any], timeout: float = 30.0) -> Any:
+        """Poll until ``what()`` is truthy (a safety net against hangs, not a timing check)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            value = what()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                value = what()
+                if value:
+                    return value
+                self.finish()
+                raise AssertionError(f"graph exited ({self.proc.returncode}) first:\n{self.stderr}")
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    def interrupt(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+
+    def finish(self, timeout: float = 60.0) -> int:
+        self.stdout, self.stderr = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode
+
+
+@pytest.fixture
+def run_graph(tmp_path: Path):
+    started: list[RunningGraph] = []
+
+    def start(yaml_text: str, *args: str) -> RunningGraph:
+        g = RunningGraph(tmp_path, yaml_text, *args)
+        started.append(g)
+        return g
+
+    yield start
+    for g in started:
+        if g.proc.poll() is None:
+            g.proc.kill()
+            g.proc.communicate()
