@@ -24,13 +24,15 @@ How, for N = 1 and N = 4 hops, with a 1 kHz 64-channel headset (64 x 16 float32 
   ``fused_hop_*`` is the node-to-node hop: with probes at ``p1`` and ``pN``, per frame
   (arrival at ``pN`` - arrival at ``p1``) / (N - 1). N = 1 has no node-to-node hop, so its
   ``fused_hop_*`` are those of the N = 4 chain (``fused_hop_from: "n4"``). ``fused_src_hop_*`` is
-  the first hop, from the source's time stamp to ``p1`` (the source's emit, then the dispatch), which
-  on a virtual machine also pays for the CPU waking up after the source's 16 ms sleep.
+  the first hop, from the source's time stamp to ``p1`` (the source's emit, then the dispatch),
+  which on a virtual machine also pays for the CPU waking up after the source's 16 ms sleep.
 
-Latencies are per hop (end-to-end / N, per frame); frames stamped in the first ``--warmup`` seconds
-are discarded. CPU % is that of the whole process tree (the CLI's supervisor and its workers, or
-the raw chain's processes), as a percentage of one core, from ``/proc/PID/stat`` sampled after the
-warm-up and shortly before the end, so start-up and shutdown are not counted.
+The three are run one after the other, ``--rounds`` times (other load on the machine drifts; the
+rounds spread it over all three), and their samples pooled. Latencies are per hop (end-to-end / N,
+per frame); frames stamped in the first ``--warmup`` seconds of each run are discarded. CPU % is
+that of the whole process tree (the CLI's supervisor and its workers, or the raw chain's
+processes), as a percentage of one core, from ``/proc/PID/stat`` sampled after the warm-up and
+shortly before the end, so start-up and shutdown are not counted; averaged over the rounds.
 
 Throughput: ``synthetic_eeg`` (64 x 4 float32, ``speed: max``) -> probe in another process over a
 ``lossless`` edge; frames/s = frames received / time between the first and the last arrival.
@@ -78,7 +80,7 @@ class LatencyProbe(Node):
     """Pass-through that records each frame's ``t_origin_ns`` and arrival time, saved at close."""
 
     class Params(NodeParams):
-        path: str = Field(description=".npy file for the (2, frames) int64 [t_origin_ns, arrival_ns]")
+        path: str = Field(description=".npy file: (2, frames) int64 [t_origin_ns, arrival_ns]")
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         self.t_origin: list[int] = []
@@ -128,7 +130,8 @@ def cpu_seconds(pids: list[int]) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def steady_cpu_pct(pids: Callable[[], list[int]], t_go: float, seconds: float, warmup: float) -> float:
+def steady_cpu_pct(pids: Callable[[], list[int]], t_go: float, seconds: float,
+                   warmup: float) -> float:
     """CPU % (of one core) of the process tree between ``t_go + warmup`` and the end of the run."""
     time.sleep(max(0.0, t_go + warmup - time.monotonic()))
     tree = pids()
@@ -152,7 +155,7 @@ def p50_p99(us: np.ndarray) -> tuple[float, float]:
 
 # -- our runtime, through the CLI ----------------------------------------------------------------
 def start_cli(graph: dict[str, Any], work: Path, seconds: float) -> tuple[subprocess.Popen, Path]:
-    """Write ``graph`` and start ``neuroflow run`` on it; return the process and its metrics file."""
+    """Write ``graph``, start ``neuroflow run`` on it; return the process and its metrics file."""
     gfile, metrics = work / f"{graph['name']}.yaml", work / f"{graph['name']}.metrics.jsonl"
     gfile.write_text(yaml.safe_dump(graph, sort_keys=False))
     path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
@@ -185,7 +188,7 @@ def wait_for_go(metrics: Path, cli: subprocess.Popen) -> float:
 
 
 def chain_graph(name: str, hops: int, probes: dict[str, Path], fused: bool) -> dict[str, Any]:
-    """``src -> p1 -> ... -> pN``: gains, except ``probes``; one process per node unless ``fused``."""
+    """``src -> p1 -> ... -> pN``: gains except ``probes``; a process per node unless ``fused``."""
     nodes: dict[str, Any] = {"src": {"type": "synthetic_eeg", "channels": CHANNELS, "srate": SRATE,
                                      "chunk": CHUNK, "noise": 0.0}}
     for i in range(1, hops + 1):
@@ -265,8 +268,8 @@ def run_raw(hops: int, size: int, work: Path, out: Path, seconds: float, warmup:
     procs = [spawn.Process(target=raw_sink, args=(ends[-1], str(out), barrier))]
     procs += [spawn.Process(target=raw_relay, args=(ends[i - 1], ends[i], barrier))
               for i in range(1, hops)]
-    procs.append(spawn.Process(target=raw_source, args=(ends[0], size, int(seconds * 1e9 / PERIOD_NS),
-                                                        barrier)))
+    frames = int(seconds * 1e9 / PERIOD_NS)
+    procs.append(spawn.Process(target=raw_source, args=(ends[0], size, frames, barrier)))
     for p in procs:
         p.start()
     barrier.wait()
@@ -286,32 +289,43 @@ def wire_bytes() -> int:
     return len(topic) + len(header) + payload.nbytes
 
 
-def latency(hops: int, work: Path, seconds: float, warmup: float) -> dict[str, Any]:
-    """Raw, ours and fused chains of ``hops`` hops, one after the other."""
-    raw, ours = work / f"raw{hops}.npy", work / f"ours{hops}.npy"
-    fused = {node: work / f"fused{hops}.{node}.npy" for node in ("p1", f"p{hops}")}
-    raw_cpu = run_raw(hops, wire_bytes(), work, raw, seconds, warmup)
-    cpu = run_graph(chain_graph(f"hops{hops}", hops, {f"p{hops}": ours}, fused=False), work, seconds,
-                    warmup)
-    fused_cpu = run_graph(chain_graph(f"fused{hops}", hops, fused, fused=True), work, seconds, warmup)
-    r50, r99 = p50_p99(per_hop_us(np.load(raw), hops, warmup))
-    ours_us = per_hop_us(np.load(ours), hops, warmup)
-    h50, h99 = p50_p99(ours_us)
-    first, last = np.load(fused["p1"]), np.load(fused[f"p{hops}"])
-    s50, s99 = p50_p99(per_hop_us(first, 1, warmup))
+def latency(hops: int, work: Path, seconds: float, warmup: float, rounds: int) -> dict[str, Any]:
+    """Raw, ours and fused chains of ``hops`` hops, alternated ``rounds`` times (against drift)."""
+    us: dict[str, list[np.ndarray]] = {"raw": [], "ours": [], "src": [], "node": []}
+    cpu: dict[str, list[float]] = {"raw": [], "ours": [], "fused": []}
+    last = f"p{hops}"
+    for r in range(rounds):
+        raw, ours = work / f"raw{hops}.{r}.npy", work / f"ours{hops}.{r}.npy"
+        fused = {node: work / f"fused{hops}.{r}.{node}.npy" for node in ("p1", last)}
+        cpu["raw"].append(run_raw(hops, wire_bytes(), work, raw, seconds, warmup))
+        cpu["ours"].append(run_graph(chain_graph(f"hops{hops}", hops, {last: ours}, fused=False),
+                                     work, seconds, warmup))
+        cpu["fused"].append(run_graph(chain_graph(f"fused{hops}", hops, fused, fused=True),
+                                      work, seconds, warmup))
+        us["raw"].append(per_hop_us(np.load(raw), hops, warmup))
+        us["ours"].append(per_hop_us(np.load(ours), hops, warmup))
+        first, end = np.load(fused["p1"]), np.load(fused[last])
+        us["src"].append(per_hop_us(first, 1, warmup))
+        if hops > 1:  # both probes saw the same frames, in order, in one process
+            us["node"].append(per_hop_us(np.stack([first[1], end[1]]), hops - 1, warmup))
+    pooled = {k: np.concatenate(v) for k, v in us.items() if v}
+    r50, r99 = p50_p99(pooled["raw"])
+    h50, h99 = p50_p99(pooled["ours"])
+    s50, s99 = p50_p99(pooled["src"])
     out = {"hops": hops, "raw_zmq_p50_us": r50, "raw_zmq_p99_us": r99, "hop_p50_us": h50,
            "hop_p99_us": h99, "ratio_p50": round(h50 / r50, 3), "ratio_p99": round(h99 / r99, 3),
            "fused_src_hop_p50_us": s50, "fused_src_hop_p99_us": s99,
-           "raw_zmq_cpu_pct": round(raw_cpu, 1), "cpu_pct": round(cpu, 1),
-           "fused_cpu_pct": round(fused_cpu, 1), "frames": int(ours_us.size)}
-    if hops > 1:  # the probes at p1 and pN saw the same frames, in order, in one process
-        out["fused_hop_p50_us"], out["fused_hop_p99_us"] = p50_p99(
-            per_hop_us(np.stack([first[1], last[1]]), hops - 1, warmup))
+           "raw_zmq_cpu_pct": round(float(np.mean(cpu["raw"])), 1),
+           "cpu_pct": round(float(np.mean(cpu["ours"])), 1),
+           "fused_cpu_pct": round(float(np.mean(cpu["fused"])), 1),
+           "frames": {k: int(v.size) for k, v in pooled.items()}}
+    if hops > 1:
+        out["fused_hop_p50_us"], out["fused_hop_p99_us"] = p50_p99(pooled["node"])
     return out
 
 
 def throughput(work: Path, frames: int) -> dict[str, Any]:
-    """``frames`` frames of 64 x 4 float32 as fast as a lossless edge between two processes takes them."""
+    """``frames`` frames of 64 x 4 float32, as fast as a lossless edge to another process takes."""
     probe = work / "throughput.npy"
     graph = {"name": "throughput",
              "nodes": {"src": {"type": "synthetic_eeg", "channels": CHANNELS, "srate": SRATE,
@@ -337,14 +351,15 @@ def report(results: dict[str, Any]) -> None:
     print("µs per hop      raw p50  raw p99  hop p50  hop p99  ratio p50/p99  fused p50/p99  "
           "fused src p50/p99  CPU % raw/ours/fused")
     for label, r in (("N=1", results), ("N=4", results["n4"])):
-        print(f"{label:<14}{r['raw_zmq_p50_us']:>8.1f}{r['raw_zmq_p99_us']:>9.1f}{r['hop_p50_us']:>9.1f}"
-              f"{r['hop_p99_us']:>9.1f}{r['ratio_p50']:>9.2f} /{r['ratio_p99']:>5.2f}"
+        print(f"{label:<14}{r['raw_zmq_p50_us']:>8.1f}{r['raw_zmq_p99_us']:>9.1f}"
+              f"{r['hop_p50_us']:>9.1f}{r['hop_p99_us']:>9.1f}"
+              f"{r['ratio_p50']:>9.2f} /{r['ratio_p99']:>5.2f}"
               f"{r['fused_hop_p50_us']:>8.1f} /{r['fused_hop_p99_us']:>5.1f}"
               f"{r['fused_src_hop_p50_us']:>12.1f} /{r['fused_src_hop_p99_us']:>6.1f}"
               f"{r['raw_zmq_cpu_pct']:>10.1f} /{r['cpu_pct']:>4.1f} /{r['fused_cpu_pct']:>4.1f}")
     t = results["throughput"]
-    print(f"throughput, 64x4 float32 between 2 processes (lossless): {t['frames_per_s']:,} frames/s "
-          f"({t['frames']:,} frames in {t['seconds']} s)")
+    print(f"throughput, 64x4 float32 between 2 processes (lossless): {t['frames_per_s']:,} "
+          f"frames/s ({t['frames']:,} frames in {t['seconds']} s)")
     for name, target in results["targets"].items():
         print(f"  {'met ' if target['met'] else 'MISS'} {name} = {target['value']:g} "
               f"(target {target['op']} {target['limit']:g})")
@@ -353,14 +368,15 @@ def report(results: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON to this file")
-    ap.add_argument("--seconds", type=float, default=20.0, help="length of each latency run")
+    ap.add_argument("--seconds", type=float, default=10.0, help="length of each latency run")
+    ap.add_argument("--rounds", type=int, default=2, help="raw, ours, fused alternated this often")
     ap.add_argument("--warmup", type=float, default=1.0, help="seconds of frames discarded first")
     ap.add_argument("--frames", type=int, default=200_000, help="frames of the throughput run")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nf-bench-", dir="/tmp") as tmp:
         work = Path(tmp)
-        results = latency(1, work, args.seconds, args.warmup)
-        results["n4"] = latency(4, work, args.seconds, args.warmup)
+        results = latency(1, work, args.seconds, args.warmup, args.rounds)
+        results["n4"] = latency(4, work, args.seconds, args.warmup, args.rounds)
         results.update(fused_hop_p50_us=results["n4"]["fused_hop_p50_us"],
                        fused_hop_p99_us=results["n4"]["fused_hop_p99_us"], fused_hop_from="n4")
         results["throughput"] = throughput(work, args.frames)

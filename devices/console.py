@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Iterable
+from typing import Iterable, Mapping
 
 from pydantic import Field
 
-from pipeline import Frame, FrameKind, NodeParams, Sink
+from pipeline import Frame, FrameKind, NodeParams, Sink, StreamInfo
 from pipeline.clock import now_ns
 from pipeline.node import Output
 
@@ -20,7 +20,7 @@ class Console(Sink):
     class Params(NodeParams):
         every: int = Field(1, ge=1, description="print one frame in this many")
 
-    def setup(self, info):  # type: ignore[no-untyped-def]
+    def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         self.count = 0
         return {}
 

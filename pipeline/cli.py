@@ -36,7 +36,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_graph(args: argparse.Namespace) -> int:
     g = _build(args)
-    p = plan.make_plan(g, Path("/tmp/nf-RUN"))
+    p = plan.make_plan(g, Path("/tmp/nf-RUN"))  # each run makes its own private folder
     if args.json:
         print(json.dumps(p.to_json(), indent=2))
         return 0
@@ -116,10 +116,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if view:
             with view:
                 rc = sup.run()
+                view.update(sup.figures())  # the final counts stay on screen
         else:
             rc = sup.run()
-        if not args.quiet:
-            console.print(table(f"{g.spec.name}: final figures", sup.figures()))
+            if not args.quiet:
+                console.print(table(f"{g.spec.name}: final figures", sup.figures()))
         for msg in sup.failures:
             console.print(f"[red]failed:[/red] {msg}", markup=True, highlight=False)
         return rc

@@ -2,9 +2,10 @@
 
 Policies (DESIGN.md §5):
 
-- ``realtime``: the producer never blocks (``NOBLOCK``; a full pipe drops the newest frame, counted
-  as ``send_drops``); the consumer drains its socket into a bounded queue that drops the *oldest*
-  frame when full (``queue_drops``), so a slow consumer always works on fresh data.
+- ``realtime``: the producer never blocks (``NOBLOCK``); the consumer drains its socket into a
+  bounded queue that drops the *oldest* frame when full (``queue_drops``), so a slow consumer
+  always works on fresh data. Only when the pipe itself is full (a consumer stalled for
+  REALTIME_PIPE_HWM frames, or gone) does the producer drop the newest (``send_drops``).
 - ``lossless``: the producer blocks while the pipe is full (back-pressure up to the source); the
   consumer takes one message at a time, so the pipe's high-water marks bound what is in flight.
 
@@ -35,6 +36,9 @@ from pipeline.frame import Frame
 from pipeline.metrics import NodeStats
 
 EOS = b"EOS"
+#: Realtime pipes buffer this many frames so the consumer, draining them into its bounded queue,
+#: is the one that drops (the oldest); only a consumer stalled beyond that makes the producer drop.
+REALTIME_PIPE_HWM = 1000
 LINGER_MS = 1000
 RECONNECT_MS = 20
 
@@ -87,7 +91,7 @@ class EdgeSender:
                  stats: NodeStats, curve: tuple[CurveKeys, bytes] | None = None) -> None:
         self.sock = ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.LINGER, LINGER_MS)
-        self.sock.setsockopt(zmq.SNDHWM, queue)
+        self.sock.setsockopt(zmq.SNDHWM, queue if policy == "lossless" else max(queue, REALTIME_PIPE_HWM))
         self.sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         self.sock.setsockopt(zmq.SNDTIMEO, 200)
         # realtime: queue only to a live peer (no stale burst after it restarts); lossless: keep
@@ -161,7 +165,7 @@ class EdgeReceiver:
                  curve: CurveKeys | None = None) -> None:
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, queue)
+        self.sock.setsockopt(zmq.RCVHWM, queue if policy == "lossless" else max(queue, REALTIME_PIPE_HWM))
         if curve is not None:
             self.sock.curve_server = True
             self.sock.curve_publickey, self.sock.curve_secretkey = curve.public, curve.secret

@@ -162,6 +162,7 @@ class Worker:
                 r = EdgeReceiver(self.ctx, e["bind"], e["policy"], e["queue"], self.stats[e["dst"]],
                                  self.curve if e.get("curve") else None)
                 r.dst, r.dst_port = e["dst"], e["dst_port"]
+                r.cross_host = e["transport"] == "tcp"
                 self.receivers.append(r)
         deadline = time.monotonic() + CONNECT_TIMEOUT_S
         for senders in self.remote.values():
@@ -292,6 +293,11 @@ class Worker:
         while not self.done.is_set():
             if self.reporter.orphaned.is_set():
                 self.abort()
+            if self.stopping.is_set():  # this host stops: the other hosts are not ours to wait for
+                for r in receivers:
+                    if r.cross_host and not r.eos:
+                        r.fill()
+                        r.eos = True
             busy = any(r.busy for r in receivers)
             if single is not None and not busy:
                 try:

@@ -17,6 +17,18 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 
 
+def data_path() -> Path:
+    """The shared real recordings: ``$NEUROFLOW_DATA``, default ``../shared/data`` of the repo."""
+    return Path(os.environ.get("NEUROFLOW_DATA", TESTS.parent.parent / "shared" / "data"))
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """CI sets NEUROFLOW_REQUIRE_DATA=1: tests on real data must run there, never skip."""
+    if os.environ.get("NEUROFLOW_REQUIRE_DATA") == "1" and not data_path().is_dir():
+        pytest.exit(f"NEUROFLOW_REQUIRE_DATA=1 but the shared recordings are missing: {data_path()} "
+                    f"(set NEUROFLOW_DATA)", returncode=4)
+
+
 class RunningGraph:
     """A ``neuroflow run`` in a subprocess, with its metrics file read as it grows."""
 
@@ -73,8 +85,11 @@ class RunningGraph:
 def run_graph(tmp_path: Path):
     started: list[RunningGraph] = []
 
-    def start(yaml_text: str, *args: str) -> RunningGraph:
-        g = RunningGraph(tmp_path, yaml_text, *args)
+    def start(yaml_text: str, *args: str, where: str = "") -> RunningGraph:
+        """Run ``yaml_text`` as ``graph.yaml`` in ``tmp_path/where`` (one folder per host)."""
+        folder = tmp_path / where
+        folder.mkdir(exist_ok=True)
+        g = RunningGraph(folder, yaml_text, *args)
         started.append(g)
         return g
 
@@ -83,3 +98,13 @@ def run_graph(tmp_path: Path):
         if g.proc.poll() is None:
             g.proc.kill()
             g.proc.communicate()
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

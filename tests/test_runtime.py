@@ -210,3 +210,25 @@ def test_idle_workers_block_instead_of_spinning(run_graph) -> None:
     assert g.finish() == 0, g.stderr
     # 25% of a core is far above what blocking costs and far below what a spin costs (100%)
     assert max(used) < 0.25 * wall, used
+
+
+def test_a_frozen_worker_misses_its_heartbeats_and_is_replaced(run_graph) -> None:
+    g = run_graph("""\
+        nodes:
+          src: {type: synthetic_eeg, srate: 500, chunk: 5}
+          a: {type: gain}
+          out: {type: "null"}
+        edges:
+          - src -> a -> out
+        supervisor: {heartbeat_timeout: 1.5, backoff: 0.05}
+        """, "--duration", "30")
+    g.wait_for(lambda: (g.figures().get("out") or {}).get("frames_in", 0) > 20)
+    pid = next(e["pid"] for e in g.events("started") if e["group"] == "a")
+    os.kill(pid, signal.SIGSTOP)  # alive but silent, as a worker stuck in a C call would be
+    lost = g.wait_for(lambda: g.events("heartbeat_lost"))[0]
+    assert (lost["group"], lost["pid"]) == ("a", pid)
+    g.wait_for(lambda: [e for e in g.events("started") if e["group"] == "a" and e["restarts"] == 1])
+    before = g.figures()["out"]["frames_in"]
+    g.wait_for(lambda: g.figures()["out"]["frames_in"] > before + 20)
+    g.interrupt()
+    assert g.finish() == 0, g.stderr
