@@ -283,10 +283,10 @@ def run_raw(hops: int, size: int, work: Path, out: Path, seconds: float, warmup:
 
 # -- the benchmark -------------------------------------------------------------------------------
 def wire_bytes() -> int:
-    """Bytes of one of our 64 x 16 frames on the first edge: topic + header + payload."""
-    frame = Frame(FrameKind.SAMPLES, np.zeros((CHANNELS, CHUNK), np.float32), now_ns())
-    topic, header, payload = encode(frame, b"src.out")
-    return len(topic) + len(header) + payload.nbytes
+    """Bytes of one of our 64 x 16 frames on the first edge (all its message parts)."""
+    frame = Frame(FrameKind.SAMPLES, np.zeros((CHANNELS, CHUNK), np.float32), now_ns(),
+                  t_device=0.0)
+    return sum(memoryview(p).nbytes for p in encode(frame, b"src.out"))
 
 
 def latency(hops: int, work: Path, seconds: float, warmup: float, rounds: int) -> dict[str, Any]:

@@ -1,8 +1,10 @@
 """Seeded synthetic EEG: a headset for demos and tests that needs no hardware.
 
-Each channel is a sine (its phase shifted per channel) plus white Gaussian noise, in µV. Chunks
-are released on the device's own schedule (``chunk / srate`` apart, on absolute deadlines so the
-rate does not drift), or as fast as the graph takes them with ``speed: max``.
+Each channel is a sine (its phase shifted per channel) plus white Gaussian noise, in µV. The signal
+is generated in blocks of BLOCK samples and cut into chunks, so it is the same whatever the chunk
+size (and cheap per chunk). Chunks are released on the device's own schedule (``chunk / srate``
+apart, on absolute deadlines so the rate does not drift), or as fast as the graph takes them with
+``speed: max``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pipeline.node import Output
 
 #: Longest a ``read`` blocks, so that a stop request is seen promptly.
 MAX_BLOCK_S = 0.1
+#: Samples generated at a time.
+BLOCK = 1024
 
 
 class SyntheticEEG(Source):
@@ -62,18 +66,31 @@ class SyntheticEEG(Source):
 
     def reset(self) -> None:
         self.rng = np.random.default_rng(self.params.seed)
-        self.n = 0  # samples generated so far
+        self.n = 0  # samples emitted so far
         self.frames = 0
         self.t_start: int | None = None
+        self.buffer = np.zeros((self.params.channels, 0), np.float32)
+        self.buffer_start = 0  # sample index of buffer[:, 0]
 
-    def generate(self, n0: int) -> np.ndarray:
-        """Samples ``n0 .. n0 + chunk`` (channels x chunk, float32 µV)."""
+    def _block(self, n0: int) -> np.ndarray:
+        """Samples ``n0 .. n0 + BLOCK`` (channels x BLOCK, float32 µV)."""
         p = self.params
-        t = (n0 + np.arange(p.chunk)) / p.srate
+        t = (n0 + np.arange(BLOCK)) / p.srate
         x = p.amplitude * np.sin(2 * np.pi * p.freq * t + self.phase)
         if p.noise:
-            x += p.noise * self.rng.standard_normal((p.channels, p.chunk))
+            x += p.noise * self.rng.standard_normal((p.channels, BLOCK))
         return x.astype(np.float32)
+
+    def generate(self, n: int) -> np.ndarray:
+        """The next ``n`` samples (channels x n, float32 µV, C-contiguous)."""
+        offset = self.n - self.buffer_start
+        while self.buffer.shape[1] - offset < n:
+            end = self.buffer_start + self.buffer.shape[1]
+            self.buffer = np.hstack([self.buffer[:, offset:], self._block(end)])
+            self.buffer_start, offset = self.n, 0
+        out = np.ascontiguousarray(self.buffer[:, offset:offset + n])
+        self.n += n
+        return out
 
     def read(self) -> list[Output] | None:
         p = self.params
@@ -88,7 +105,7 @@ class SyntheticEEG(Source):
             return []
         if wait > 0:
             time.sleep(wait)
-        frame = Frame(FrameKind.SAMPLES, self.generate(self.n), now_ns(), t_device=self.n / p.srate)
-        self.n += p.chunk
+        t_device = self.n / p.srate
+        frame = Frame(FrameKind.SAMPLES, self.generate(p.chunk), now_ns(), t_device=t_device)
         self.frames += 1
         return [("out", frame)]

@@ -1,4 +1,10 @@
-"""Versioned wire codec for frames: ``[topic, header, payload]`` ZeroMQ multipart messages.
+"""Versioned wire codec for frames on ZeroMQ, in one of two forms:
+
+- ``[header ‖ payload]``, one part, for payloads under `INLINE_MAX` (64 KiB, pyzmq's own copy
+  threshold: below it a "zero-copy" send copies anyway, and each extra part costs a system call and
+  ~2 µs of Python); flag bit 2 marks it and the payload starts where the header ends;
+- ``[topic, header, payload]``, three parts, for larger payloads: the array's buffer is sent with
+  ``copy=False`` and received without a copy.
 
 Header, version 1 (little-endian, 40 bytes + shape + optional meta)::
 
@@ -8,7 +14,7 @@ Header, version 1 (little-endian, 40 bytes + shape + optional meta)::
     3      1     kind code (1 samples, 2 events, 3 markers, 4 tensor, 5 prediction, 6 control)
     4      1     dtype code (see _DTYPES; 12 = EVENT_DTYPE, 13 = unicode)
     5      1     ndim (0..8)
-    6      2     flags: bit 0 t_device present, bit 1 meta present
+    6      2     flags: bit 0 t_device present, bit 1 meta present, bit 2 inline payload
     8      4     itemsize in bytes (checked against the dtype; gives the width of unicode)
     12     4     reserved (0)
     16     8     seq (int64)
@@ -17,8 +23,8 @@ Header, version 1 (little-endian, 40 bytes + shape + optional meta)::
     40     8*nd  shape (uint64 each)
     ...    4+n   meta length + msgpack map (only with flag 1)
 
-The payload is the array's raw C-order buffer, sent with ``copy=False`` and received with
-``np.frombuffer`` (no pickle anywhere). ``decode`` trusts nothing: every malformed message
+The payload is the array's raw C-order buffer, read back with ``np.frombuffer`` (no pickle
+anywhere). ``decode`` trusts nothing: every malformed message
 raises `FrameDecodeError`, never anything else.
 """
 
@@ -47,7 +53,9 @@ _UNICODE_CODE = len(_DTYPES)
 _DTYPE_CODE = {dt: i for i, dt in enumerate(_DTYPES)}
 _SHAPES = [struct.Struct(f"<{n}Q") for n in range(MAX_NDIM + 1)]
 _META_LEN = struct.Struct("<I")
-_FLAG_TDEVICE, _FLAG_META = 1, 2
+_FLAG_TDEVICE, _FLAG_META, _FLAG_INLINE = 1, 2, 4
+#: Payloads smaller than this travel in the header's part (pyzmq's ``zmq.COPY_THRESHOLD``).
+INLINE_MAX = 65536
 
 
 class FrameDecodeError(ValueError):
@@ -68,12 +76,12 @@ def _dtype_code(dt: np.dtype) -> int:
     return code
 
 
-def encode_header(frame: Frame) -> bytes:
-    """The header bytes of ``frame`` (its payload goes separately, zero-copy)."""
+def encode_header(frame: Frame, inline: bool = False) -> bytes:
+    """The header bytes of ``frame``; ``inline``: the payload will follow in the same part."""
     data = frame.data
     if data.ndim > MAX_NDIM:
         raise FrameEncodeError(f"ndim {data.ndim} > {MAX_NDIM}")
-    flags = 0
+    flags = _FLAG_INLINE if inline else 0
     t_device = frame.t_device
     if t_device is None:
         t_device = float("nan")
@@ -100,12 +108,17 @@ def payload_of(frame: Frame) -> np.ndarray:
 
 
 def encode(frame: Frame, topic: bytes = b"") -> list[Any]:
-    """``[topic, header, payload]`` for ``socket.send_multipart(parts, copy=False)``."""
-    return [topic, encode_header(frame), payload_of(frame)]
+    """The message parts of ``frame``: ``[header ‖ payload]`` (small) or ``[topic, header, payload]``
+    (payload >= INLINE_MAX, to send with ``copy=False``)."""
+    payload = payload_of(frame)
+    if payload.nbytes < INLINE_MAX:
+        return [b"".join((encode_header(frame, inline=True), payload))]
+    return [topic, encode_header(frame), payload]
 
 
 def decode(parts: Sequence[Any]) -> Frame:
-    """Parse ``[topic, header, payload]`` (bytes or zmq.Frame buffers) into a `Frame`.
+    """Parse ``[header ‖ payload]`` or ``[topic, header, payload]`` (bytes or zmq.Frame) into a
+    `Frame`; the payload is not copied.
 
     Raises
     ------
@@ -113,12 +126,17 @@ def decode(parts: Sequence[Any]) -> Frame:
         For any malformed message: wrong part count, bad magic or version, unknown kind or
         dtype, impossible shape, payload size mismatch, payload invalid for its kind, bad meta.
     """
-    if len(parts) != 3:
-        raise FrameDecodeError(f"expected 3 parts [topic, header, payload], got {len(parts)}")
-    head = parts[1]
-    payload = parts[2]
-    head = getattr(head, "buffer", head)
-    payload = getattr(payload, "buffer", payload)
+    if len(parts) == 3:
+        head = parts[1]
+        payload = parts[2]
+        head = getattr(head, "buffer", head)
+        payload = getattr(payload, "buffer", payload)
+    elif len(parts) == 1:
+        head = memoryview(getattr(parts[0], "buffer", parts[0]))
+        payload = None
+    else:
+        raise FrameDecodeError(f"expected 1 part [header+payload] or 3 parts [topic, header, "
+                               f"payload], got {len(parts)}")
     n = len(head)
     if n < _FIXED.size:
         raise FrameDecodeError(f"header is {n} bytes, shorter than the fixed {_FIXED.size}")
@@ -132,24 +150,28 @@ def decode(parts: Sequence[Any]) -> Frame:
         raise FrameDecodeError(f"unknown kind code {kind_code}")
     if ndim > MAX_NDIM:
         raise FrameDecodeError(f"ndim {ndim} > {MAX_NDIM}")
-    if flags & ~(_FLAG_TDEVICE | _FLAG_META):
+    if flags & ~(_FLAG_TDEVICE | _FLAG_META | _FLAG_INLINE):
         raise FrameDecodeError(f"unknown flags 0x{flags:x}")
+    if bool(flags & _FLAG_INLINE) != (payload is None):
+        raise FrameDecodeError("the inline flag does not match the number of parts")
     end = _FIXED.size + 8 * ndim
     if n < end:
         raise FrameDecodeError(f"header truncated in the shape ({n} < {end} bytes)")
     shape = _SHAPES[ndim].unpack_from(head, _FIXED.size)
     dtype = _decode_dtype(dtype_code, itemsize)
+    meta = None
+    if flags & _FLAG_META:
+        meta, end = _decode_meta(head, end)
+    if payload is None:
+        payload = head[end:]
+    elif n != end:
+        raise FrameDecodeError(f"{n - end} trailing header bytes")
     count = 1
     for s in shape:
         count *= s
     if count * dtype.itemsize != len(payload):
         raise FrameDecodeError(f"payload is {len(payload)} bytes, shape {list(shape)} of {dtype} "
                                f"needs {count * dtype.itemsize}")
-    meta = None
-    if flags & _FLAG_META:
-        meta = _decode_meta(head, end)
-    elif n != end:
-        raise FrameDecodeError(f"{n - end} trailing header bytes")
     kind = _KINDS[kind_code - 1]
     data = np.frombuffer(payload, dtype=dtype).reshape(shape)
     try:
@@ -174,20 +196,22 @@ def _decode_dtype(code: int, itemsize: int) -> np.dtype:
     return dtype
 
 
-def _decode_meta(head: Any, start: int) -> dict[str, Any]:
+def _decode_meta(head: Any, start: int) -> tuple[dict[str, Any], int]:
+    """The meta map at ``start`` and where the header ends after it."""
     n = len(head)
     if n < start + 4:
         raise FrameDecodeError("header truncated before the meta length")
     (size,) = _META_LEN.unpack_from(head, start)
-    if size > MAX_META_BYTES or start + 4 + size != n:
+    end = start + 4 + size
+    if size > MAX_META_BYTES or end > n:
         raise FrameDecodeError(f"meta length {size} does not fit the header ({n - start - 4} left)")
     try:
-        meta = msgpack.unpackb(bytes(head[start + 4:]), raw=False, strict_map_key=True)
+        meta = msgpack.unpackb(bytes(head[start + 4:end]), raw=False, strict_map_key=True)
     except Exception as e:  # msgpack raises many types (ExtraData, FormatError, ValueError, ...)
         raise FrameDecodeError(f"meta is not valid msgpack: {type(e).__name__}: {e}") from None
     if not isinstance(meta, dict) or not all(isinstance(k, str) for k in meta):
         raise FrameDecodeError("meta must be a map with string keys")
-    return meta
+    return meta, end
 
 
 def _check_unicode(data: np.ndarray) -> None:

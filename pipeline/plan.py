@@ -54,7 +54,7 @@ def make_plan(graph: Graph, run_dir: Path) -> Plan:
     for e in graph.edges:
         src_host, dst_host = graph.host_of(e.src), graph.host_of(e.dst)
         d: dict[str, Any] = {**asdict(e), "src_host": src_host, "dst_host": dst_host,
-                             "topic": f"{e.src}.{e.src_port}", "bind": None, "connect": None,
+                             "bind": None, "connect": None,
                              "curve": False}
         if graph.group_of[e.src] == graph.group_of[e.dst]:
             d["transport"] = "local"

@@ -2,7 +2,8 @@
 worker with back-off while the other groups keep running, shows and writes the live figures, and
 shuts the graph down in order (sources stop, queues drain, sinks flush).
 
-Exit codes of `Supervisor.run`: 0 clean; 1 a node failed for good or a worker had to be killed.
+Exit codes of `Supervisor.run`: 0 clean; 1 a node failed for good, or the graph had to be stopped
+before it drained (drain timeout, second interrupt), or a worker had to be killed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pipeline.metrics import COUNTERS
 from pipeline.plan import Plan
 
 TICK_S = 0.1
+#: After "stop now" (SIGUSR2), how long a worker has to flush its sinks before it is killed.
+ABORT_GRACE_S = 3.0
 
 
 @dataclass
@@ -76,7 +79,10 @@ class Supervisor:
         self.all_ready = False  # every group has bound and connected its edges once
         self.t_go: float | None = None  # when the sources were let go (--duration counts from it)
         self.shutdown_started: float | None = None
+        self.abort_requested = False
+        self.abort_started: float | None = None
         self.failures: list[str] = []
+        self.not_drained: list[str] = []  # groups stopped before their queues drained
         self.killed: list[str] = []
 
     # -- processes --------------------------------------------------------------------------
@@ -208,10 +214,9 @@ class Supervisor:
 
     # -- lifecycle --------------------------------------------------------------------------
     def request_shutdown(self, *_: Any) -> None:
-        if self.shutdown_requested and self.shutdown_started is not None:
-            for g in self.groups.values():  # second Ctrl-C: no more waiting
-                if g.alive:
-                    g.proc.kill()
+        """Ctrl-C / SIGTERM: the first drains in order, the second stops without waiting."""
+        if self.shutdown_started is not None and self.abort_started is None:
+            self.abort_requested = True
         self.shutdown_requested = True
 
     def _start_shutdown(self, now: float) -> None:
@@ -221,6 +226,20 @@ class Supervisor:
             g.restart_at = None
             if g.alive:
                 g.proc.terminate()  # SIGTERM: sources stop, the rest drains and flushes
+
+    def _start_abort(self, now: float, why: str) -> None:
+        """Stop without draining: every worker flushes its sinks and exits (SIGUSR2); one that
+        has not exited ABORT_GRACE_S later is killed."""
+        self.abort_started = now
+        self.event("abort", reason=why)
+        for g in self.groups.values():
+            g.restart_at = None
+            if g.alive:
+                if why == "drain timeout":
+                    self.not_drained.append(g.name)
+                    self.log(f"neuroflow: group {g.name!r} did not drain within "
+                             f"{self.settings['drain_timeout']} s; stopping it")
+                os.kill(g.proc.pid, signal.SIGUSR2)
 
     def run(self) -> int:
         old = {s: signal.signal(s, self.request_shutdown) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -242,13 +261,19 @@ class Supervisor:
                     self._start_shutdown(now)
                 if not any(g.alive or g.restart_at is not None for g in self.groups.values()):
                     break
-                if (self.shutdown_started is not None
-                        and now - self.shutdown_started > self.settings["drain_timeout"]):
+                if self.abort_started is None:
+                    if self.failures:
+                        self._start_abort(now, "a node failed for good")
+                    elif self.abort_requested:
+                        self._start_abort(now, "second interrupt")
+                    elif (self.shutdown_started is not None
+                          and now - self.shutdown_started > self.settings["drain_timeout"]):
+                        self._start_abort(now, "drain timeout")
+                elif now - self.abort_started > ABORT_GRACE_S:
                     for g in self.groups.values():
                         if g.alive:
                             self.killed.append(g.name)
-                            self.log(f"neuroflow: group {g.name!r} did not drain within "
-                                     f"{self.settings['drain_timeout']} s; killing it")
+                            self.log(f"neuroflow: group {g.name!r} did not stop; killing it")
                             g.proc.kill()
                             g.proc.wait()
             self._receive(200)  # the last 'final' figures
@@ -264,7 +289,7 @@ class Supervisor:
                     g.proc.wait()
             self.inbox.close()
             self.ctx.term()
-        return 1 if self.failures or self.killed else 0
+        return 1 if self.failures or self.killed or self.not_drained else 0
 
 
 def make_run_dir() -> Path:

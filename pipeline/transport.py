@@ -87,8 +87,7 @@ class _KeyList:
 class EdgeSender:
     """Producer end of one edge."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, policy: str, queue: int, topic: bytes,
-                 stats: NodeStats, curve: tuple[CurveKeys, bytes] | None = None) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, policy: str, queue: int, stats: NodeStats, curve: tuple[CurveKeys, bytes] | None = None) -> None:
         self.sock = ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.LINGER, LINGER_MS)
         self.sock.setsockopt(zmq.SNDHWM, queue if policy == "lossless" else max(queue, REALTIME_PIPE_HWM))
@@ -104,7 +103,6 @@ class EdgeSender:
         self.monitor: zmq.Socket | None = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED)
         self.sock.connect(endpoint)
         self.lossless = policy == "lossless"
-        self.topic = topic
         self.stats = stats
 
     def wait_connected(self, deadline: float) -> bool:
@@ -123,28 +121,22 @@ class EdgeSender:
         self.monitor = None
         return connected
 
-    def send(self, header: bytes, payload: Any, stopping: Callable[[], bool]) -> None:
-        """Send one encoded frame; realtime drops (counted) instead of blocking."""
+    def send(self, parts: list[Any], aborting: Callable[[], bool]) -> None:
+        """Send one encoded frame (`pipeline.codec.encode`); realtime drops (counted) instead of
+        blocking, lossless waits for room unless the worker is aborting."""
         sock = self.sock
-        if not self.lossless:
+        flags = 0 if self.lossless else zmq.NOBLOCK
+        while True:
             try:
-                sock.send(self.topic, zmq.SNDMORE | zmq.NOBLOCK)
-            except zmq.Again:
-                self.stats.send_drops += 1
+                if len(parts) == 1:
+                    sock.send(parts[0], flags)
+                else:
+                    sock.send_multipart(parts, flags, copy=False)
                 return
-            sock.send(header, zmq.SNDMORE)
-            sock.send(payload, copy=False)
-            return
-        while True:  # back-pressure: wait for room, but give up if the worker is told to die
-            try:
-                sock.send(self.topic, zmq.SNDMORE)
-                break
             except zmq.Again:
-                if stopping():
+                if not self.lossless or aborting():
                     self.stats.send_drops += 1
                     return
-        sock.send(header, zmq.SNDMORE)
-        sock.send(payload, copy=False)
 
     def send_eos(self, timeout_ms: int = 2000) -> bool:
         self.sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
@@ -185,10 +177,18 @@ class EdgeReceiver:
     def readable(self) -> bool:
         return bool(self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
 
-    def take(self, parts: list[bytes]) -> None:
+    def receive(self) -> None:
+        """Block (up to RCVTIMEO, then zmq.Again) for one message and take it."""
+        sock = self.sock
+        parts = [sock.recv()]
+        while sock.getsockopt(zmq.RCVMORE):
+            parts.append(sock.recv(copy=False))
+        self.take(parts)
+
+    def take(self, parts: list[Any]) -> None:
         """Account for one received message and queue its frame."""
         stats = self.stats
-        if len(parts) == 1 and parts[0] == EOS:
+        if len(parts) == 1 and len(parts[0]) == 3 and parts[0] == EOS:
             self.eos = True
             return
         try:
@@ -213,10 +213,10 @@ class EdgeReceiver:
         sock = self.sock
         if self.lossless:
             if not self.pending and not self.eos and self.readable():
-                self.take(sock.recv_multipart())
+                self.receive()
         else:
             while not self.eos and self.readable():
-                self.take(sock.recv_multipart())
+                self.receive()
         self.stats.queue = len(self.pending)
 
     def close(self) -> None:

@@ -7,9 +7,9 @@ a busy loop, never a fixed-rate scheduler). A reporter thread sends the group's 
 supervisor once a second, which doubles as the heartbeat.
 
 Started by the supervisor as ``python -m pipeline.worker PLAN.json GROUP``. Signals from it:
-SIGUSR1 = every group is connected, sources may start; SIGUSR2 = every group has finished
-(nothing is in flight any more), exit; SIGTERM = stop the sources and drain
-(twice: abort). SIGINT is ignored: Ctrl-C in a terminal reaches every process, only the
+SIGUSR1 = every group is connected, sources may start; SIGTERM = stop the sources and drain;
+SIGUSR2 = exit now (after everything finished, nothing is in flight; before, an abort that
+still flushes the sinks). SIGINT is ignored: Ctrl-C in a terminal reaches every process, only the
 supervisor acts on it.
 """
 
@@ -29,7 +29,7 @@ import msgpack
 import zmq
 
 from pipeline.clock import now_ns
-from pipeline.codec import FrameEncodeError, encode_header, payload_of
+from pipeline.codec import FrameEncodeError, encode
 from pipeline.frame import Frame
 from pipeline.info import StreamInfo
 from pipeline.metrics import NodeStats
@@ -122,6 +122,7 @@ class Worker:
         self.nodes: dict[str, Node] = {}
         self.consecutive_errors = dict.fromkeys(self.order, 0)
         self.seq: dict[tuple[str, str], int] = {}
+        self.topic: dict[tuple[str, str], bytes] = {}
         self.local: dict[tuple[str, str], list[tuple[str, str]]] = {}
         self.remote: dict[tuple[str, str], list[EdgeSender]] = {}
         self.receivers: list[EdgeReceiver] = []
@@ -147,6 +148,7 @@ class Worker:
             self.open_inputs[name] = set(cls.inputs)
             for port in cls.outputs:
                 self.seq[(name, port)] = 0
+                self.topic[(name, port)] = f"{name}.{port}".encode()
                 self.local[(name, port)] = []
                 self.remote[(name, port)] = []
         members = set(self.order)
@@ -156,8 +158,7 @@ class Worker:
             elif e["src"] in members:
                 curve = (self.curve, self.curve.peers[e["dst_host"]]) if e.get("curve") else None
                 self.remote[(e["src"], e["src_port"])].append(EdgeSender(
-                    self.ctx, e["connect"], e["policy"], e["queue"], e["topic"].encode(),
-                    self.stats[e["src"]], curve))
+                    self.ctx, e["connect"], e["policy"], e["queue"], self.stats[e["src"]], curve))
             elif e["dst"] in members:
                 r = EdgeReceiver(self.ctx, e["bind"], e["policy"], e["queue"], self.stats[e["dst"]],
                                  self.curve if e.get("curve") else None)
@@ -198,12 +199,12 @@ class Worker:
         senders = self.remote[key]
         if senders:
             try:
-                header, payload = encode_header(frame), payload_of(frame)
+                parts = encode(frame, self.topic[key])
             except FrameEncodeError:
                 self._node_error(name)
                 return
             for s in senders:
-                s.send(header, payload, self.aborting.is_set)
+                s.send(parts, self.aborting.is_set)
 
     def _node_error(self, name: str) -> None:
         st = self.stats[name]
@@ -261,15 +262,22 @@ class Worker:
                             self.emit(name, port, frame)
             with self.lock:
                 self.finish(name)
+        except NodeFailed as e:
+            self.fail(str(e))
         except Exception as e:
             self.fail(f"node {name!r} ({self.plan.nodes[name]['type']}) failed: "
                       f"{type(e).__name__}: {e}\n{traceback.format_exc()}")
 
     def stop(self) -> None:
-        """First request: stop the sources and drain; a second one: abort."""
-        if self.stopping.is_set():
-            self.abort()
+        """SIGTERM: stop the sources; the rest drains as their end of stream arrives."""
         self.stopping.set()
+
+    def exit_now(self) -> None:
+        """SIGUSR2: everything has finished (release), or the supervisor stops without waiting
+        (abort: unfinished sinks are still flushed on the way out)."""
+        self.release.set()
+        if not self.done.is_set():
+            self.abort()
 
     def abort(self) -> None:
         self.stopping.set()
@@ -283,13 +291,20 @@ class Worker:
         self.done.set()
 
     def receive_loop(self) -> None:
+        """Block on the input sockets and serve each input in turn, one frame at a time.
+
+        A frame that arrives while nothing waits is dispatched at once; what piled up behind it
+        is drained afterwards (realtime: into the bounded queue), off the fresh frame's path.
+        """
         receivers = self.receivers
         single = receivers[0] if len(receivers) == 1 else None
         if single is not None:
             single.sock.setsockopt(zmq.RCVTIMEO, POLL_MS)
         poller = zmq.Poller()
+        by_socket = {}
         for r in receivers:
             poller.register(r.sock, zmq.POLLIN)
+            by_socket[r.sock] = r
         while not self.done.is_set():
             if self.reporter.orphaned.is_set():
                 self.abort()
@@ -298,26 +313,28 @@ class Worker:
                     if r.cross_host and not r.eos:
                         r.fill()
                         r.eos = True
-            busy = any(r.busy for r in receivers)
-            if single is not None and not busy:
+            if not any(r.busy for r in receivers):
                 try:
-                    single.take(single.sock.recv_multipart())
+                    if single is not None:
+                        single.receive()
+                    else:
+                        ready = poller.poll(POLL_MS)
+                        if not ready:
+                            continue
+                        for sock, _ in ready:
+                            by_socket[sock].receive()
                 except zmq.Again:
                     continue
-            elif not busy:
-                if not poller.poll(POLL_MS):
-                    continue
             for r in receivers:
-                r.fill()
                 if r.pending:
                     with self.lock:
                         self.dispatch(r.dst, r.dst_port, r.pending.popleft())
-                    r.stats.queue = len(r.pending)
                 elif r.eos and not r.ended:
                     r.ended = True
                     poller.unregister(r.sock)
                     with self.lock:
                         self.input_ended(r.dst, r.dst_port)
+                r.fill()
 
     def run(self) -> int:
         self.reporter.start()
@@ -383,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGUSR1, lambda *_: worker.go.set())
-    signal.signal(signal.SIGUSR2, lambda *_: worker.release.set())
+    signal.signal(signal.SIGUSR2, lambda *_: worker.exit_now())
     return worker.run()
 
 

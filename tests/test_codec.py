@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from pipeline.codec import FrameDecodeError, FrameEncodeError, decode, encode
+from pipeline.codec import (INLINE_MAX, FrameDecodeError, FrameEncodeError, decode, encode,
+                            encode_header)
 from pipeline.frame import EVENT_DTYPE, Frame, FrameKind
 
 NUMERIC = ["<f4", "<f8", "<f2", "i1", "<i2", "<i4", "<i8", "u1", "<u2", "<u4", "<u8", "?"]
@@ -33,6 +34,10 @@ def _events(n: int, rng: np.random.Generator) -> np.ndarray:
     return ev
 
 
+def _wire(parts: list) -> list[bytes]:
+    return [p.tobytes() if isinstance(p, np.ndarray) else bytes(p) for p in parts]
+
+
 @st.composite
 def frames(draw: st.DrawFn) -> Frame:
     kind = draw(st.sampled_from(list(FrameKind)))
@@ -52,24 +57,28 @@ def frames(draw: st.DrawFn) -> Frame:
 @settings(max_examples=600, deadline=None)
 @given(frames(), st.binary(max_size=16))
 def test_every_kind_dtype_and_shape_round_trips_bit_exactly(frame: Frame, topic: bytes) -> None:
-    parts = encode(frame, topic)
-    assert parts[0] == topic
-    wire = [bytes(p) if not isinstance(p, np.ndarray) else p.tobytes() for p in parts]
-    back = decode(wire)
-    assert back.same_as(frame), (frame, back)
+    inline = _wire(encode(frame, topic))  # these frames are small: one part
+    assert len(inline) == 1
+    assert decode(inline).same_as(frame)
+    three = [topic, encode_header(frame), np.ascontiguousarray(frame.data).tobytes()]
+    assert decode(three).same_as(frame)  # the form large payloads take
 
 
-def test_payload_is_not_copied_on_decode() -> None:
-    data = np.arange(64 * 16, dtype=np.float32).reshape(64, 16)
-    wire = [b"", encode(Frame(FrameKind.SAMPLES, data, 1), b"")[1], data.tobytes()]
-    back = decode(wire)
-    assert np.shares_memory(back.data, np.frombuffer(wire[2], np.uint8))
+def test_small_frames_travel_in_one_part_and_large_ones_in_three_without_copies() -> None:
+    small = np.arange(64 * 16, dtype=np.float32).reshape(64, 16)
+    [one] = encode(Frame(FrameKind.SAMPLES, small, 1), b"eeg.out")
+    back = decode([one])
+    assert np.shares_memory(back.data, np.frombuffer(one, np.uint8))  # no copy on decode
+    large = np.zeros((64, INLINE_MAX // 256 + 1), np.float32)
+    topic, header, payload = encode(Frame(FrameKind.SAMPLES, large, 1), b"eeg.out")
+    assert topic == b"eeg.out" and payload is large  # sent as is, zero-copy
+    wire = [topic, header, large.tobytes()]
+    assert np.shares_memory(decode(wire).data, np.frombuffer(wire[2], np.uint8))
 
 
 def test_non_contiguous_payload_is_sent_in_c_order() -> None:
     data = np.arange(24, dtype=np.float32).reshape(4, 6)[:, ::2]
-    parts = encode(Frame(FrameKind.SAMPLES, data, 5))
-    back = decode([parts[0], parts[1], parts[2].tobytes()])
+    back = decode(_wire(encode(Frame(FrameKind.SAMPLES, data, 5))))
     np.testing.assert_array_equal(back.data, data)
 
 
@@ -99,16 +108,17 @@ def _valid_messages() -> list[list[bytes]]:
               meta={"label": "right", "exit": 2}),
         Frame(FrameKind.CONTROL, np.array(["stop"]), 14, 7),
         Frame(FrameKind.TENSOR, rng.standard_normal((2, 3, 4)), 15, 8),
+        Frame(FrameKind.SAMPLES, np.ones((64, 300), np.float32), 16, 9, meta={"big": True}),
     ):
-        parts = encode(frame, b"node.out")
-        out.append([parts[0], parts[1], parts[2].tobytes()])
+        out.append(_wire(encode(frame, b"node.out")))
     return out
 
 
 def _mutate(msg: list[bytes], rng: random.Random) -> list[bytes]:
     parts = [bytearray(p) for p in msg]
     op = rng.randrange(7)
-    i = rng.randrange(3)
+    i = rng.randrange(len(parts))
+    h = 0 if len(parts) == 1 else 1  # the part holding the header
     if op == 0 and parts[i]:                      # flip random bits
         for _ in range(rng.randint(1, 4)):
             j = rng.randrange(len(parts[i]))
@@ -118,18 +128,19 @@ def _mutate(msg: list[bytes], rng: random.Random) -> list[bytes]:
     elif op == 2:                                 # extend with garbage
         parts[i] += bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
     elif op == 3:                                 # drop or add a part
-        return [bytes(p) for p in parts[:rng.randrange(3)]] if rng.random() < 0.5 else \
+        return [bytes(p) for p in parts[:rng.randrange(len(parts))]] if rng.random() < 0.5 else \
             [bytes(p) for p in parts] + [b"x"]
     elif op == 4:                                 # overwrite one header field with an extreme
         off = rng.choice([2, 3, 4, 5, 6, 8, 40])
-        if off < len(parts[1]):
-            parts[1][off:off + 4] = struct.pack("<I", rng.choice([0, 1, 255, 2**31, 2**32 - 1]))[
-                :len(parts[1]) - off]
-    elif op == 5:                                 # swap payload with another message's
-        parts[2] = bytearray(rng.choice(_VALID)[2])
+        if off < len(parts[h]):
+            parts[h][off:off + 4] = struct.pack("<I", rng.choice([0, 1, 255, 2**31, 2**32 - 1]))[
+                :len(parts[h]) - off]
+    elif op == 5:                                 # splice in another message's tail
+        other = rng.choice(_VALID)[-1]
+        parts[-1] = parts[-1][:rng.randrange(len(parts[-1]) + 1)] + other[rng.randrange(len(other)):]
     else:                                         # huge shape in the header
-        if len(parts[1]) >= 48:
-            parts[1][40:48] = struct.pack("<Q", rng.choice([2**63, 2**64 - 1, 2**40]))
+        if len(parts[h]) >= 48:
+            parts[h][40:48] = struct.pack("<Q", rng.choice([2**63, 2**64 - 1, 2**40]))
     return [bytes(p) for p in parts]
 
 
@@ -153,8 +164,8 @@ def test_ten_thousand_mutated_and_random_messages_give_only_typed_errors() -> No
             continue
         # whatever decoded must be a consistent frame: readable and re-encodable
         outcomes["frame"] += 1
-        assert frame.data.nbytes == len(msg[2])
-        decode([b"", encode(frame)[1], frame.data.tobytes()])
+        assert frame.data.nbytes <= len(msg[-1])
+        decode(_wire(encode(frame)))
         if frame.data.dtype.kind == "U":
             [str(s) for s in frame.data]
     assert outcomes["error"] > 9_000, outcomes  # the mutations really were malformed
@@ -164,25 +175,29 @@ def test_ten_thousand_mutated_and_random_messages_give_only_typed_errors() -> No
     (lambda m: [m[0], b"XX" + m[1][2:], m[2]], "bad magic"),
     (lambda m: [m[0], m[1][:2] + b"\x09" + m[1][3:], m[2]], "version"),
     (lambda m: [m[0], m[1], m[2][:-1]], "payload is"),
-    (lambda m: m[:2], "expected 3 parts"),
+    (lambda m: m[:2], "expected 1 part"),
     (lambda m: [m[0], m[1][:20], m[2]], "shorter than"),
+    (lambda m: [m[1] + m[2]], "inline flag does not match"),
+    (lambda m: [m[0], m[1] + b"\0", m[2]], "trailing header bytes"),
 ])
 def test_errors_say_what_is_wrong(mutation, message: str) -> None:
+    large = _VALID[-1]
+    assert len(large) == 3
     with pytest.raises(FrameDecodeError, match=message):
-        decode(mutation(_VALID[0]))
+        decode(mutation(large))
 
 
 def test_kind_and_payload_must_agree() -> None:
-    parts = encode(Frame(FrameKind.TENSOR, np.zeros((2, 3), np.float64), 0))
-    header = bytearray(parts[1])
+    frame = Frame(FrameKind.TENSOR, np.zeros((2, 3), np.float64), 0)
+    header = bytearray(encode_header(frame))
     header[3] = 1  # claim 'samples': those must be float32
     with pytest.raises(FrameDecodeError, match="samples must be 2-D float32"):
-        decode([b"", bytes(header), parts[2].tobytes()])
+        decode([b"", bytes(header), frame.data.tobytes()])
 
 
 def test_invalid_code_points_in_markers_are_rejected() -> None:
-    parts = encode(Frame(FrameKind.MARKERS, np.array(["ab"]), 0))
-    payload = np.frombuffer(parts[2].tobytes(), np.uint32).copy()
+    frame = Frame(FrameKind.MARKERS, np.array(["ab"]), 0)
+    payload = np.frombuffer(frame.data.tobytes(), np.uint32).copy()
     payload[0] = 0xD800  # a lone surrogate
     with pytest.raises(FrameDecodeError, match="code points"):
-        decode([b"", parts[1], payload.tobytes()])
+        decode([b"", encode_header(frame), payload.tobytes()])

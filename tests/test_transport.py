@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import zmq
 
-from pipeline.codec import encode_header
+from pipeline.codec import encode, encode_header
 from pipeline.frame import Frame, FrameKind
 from pipeline.metrics import NodeStats
 from pipeline.transport import EdgeReceiver, EdgeSender
@@ -23,7 +23,7 @@ def pair(tmp_path: Path):
     def make(policy: str, queue: int) -> tuple[EdgeSender, EdgeReceiver]:
         endpoint = f"ipc://{tmp_path}/e{len(made)}"
         rx = EdgeReceiver(ctx, endpoint, policy, queue, NodeStats())
-        tx = EdgeSender(ctx, endpoint, policy, queue, b"t", NodeStats())
+        tx = EdgeSender(ctx, endpoint, policy, queue, NodeStats())
         assert tx.wait_connected(time.monotonic() + 5)
         made.extend([tx, rx])
         return tx, rx
@@ -36,7 +36,7 @@ def pair(tmp_path: Path):
 
 def send(tx: EdgeSender, seq: int) -> None:
     frame = Frame(FrameKind.SAMPLES, np.full((2, 3), seq, np.float32), 1000 + seq, seq)
-    tx.send(encode_header(frame), frame.data, lambda: False)
+    tx.send(encode(frame), lambda: False)
 
 
 def settle(rx: EdgeReceiver, n: int) -> None:
