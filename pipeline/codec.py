@@ -44,6 +44,13 @@ MAX_NDIM = 8
 MAX_META_BYTES = 64 * 1024
 
 _FIXED = struct.Struct("<2sBBBBHIIqqd")
+_FIXED_STATIC = struct.Struct("<2sBBBBHII")  # bytes 0-15: the same for every frame of a stream
+_DYNAMIC = struct.Struct("<qqd")              # bytes 16-39: seq, t_origin_ns, t_device
+_NAN = float("nan")
+# A stream's frames share their static header: checked in full once, then recognised by its bytes.
+_CACHE_MAX = 256
+_STATIC: dict[tuple, tuple[bytes, bytes]] = {}             # encode: layout -> static bytes, shape
+_KNOWN: dict[bytes, tuple[FrameKind, np.dtype, tuple, int, int, bool]] = {}  # decode: static bytes
 _KINDS: tuple[FrameKind, ...] = (FrameKind.SAMPLES, FrameKind.EVENTS, FrameKind.MARKERS,
                                  FrameKind.TENSOR, FrameKind.PREDICTION, FrameKind.CONTROL)
 _KIND_CODE = {k: i + 1 for i, k in enumerate(_KINDS)}
@@ -79,17 +86,22 @@ def _dtype_code(dt: np.dtype) -> int:
 def encode_header(frame: Frame, inline: bool = False) -> bytes:
     """The header bytes of ``frame``; ``inline``: the payload will follow in the same part."""
     data = frame.data
-    if data.ndim > MAX_NDIM:
-        raise FrameEncodeError(f"ndim {data.ndim} > {MAX_NDIM}")
-    flags = _FLAG_INLINE if inline else 0
     t_device = frame.t_device
+    flags = (_FLAG_INLINE if inline else 0) | (_FLAG_META if frame.meta else 0)
     if t_device is None:
-        t_device = float("nan")
+        t_device = _NAN
     else:
         flags |= _FLAG_TDEVICE
-    head = _FIXED.pack(MAGIC, VERSION, _KIND_CODE[frame.kind], _dtype_code(data.dtype), data.ndim,
-                       flags | (_FLAG_META if frame.meta else 0), data.itemsize, 0,
-                       frame.seq, frame.t_origin_ns, t_device) + _SHAPES[data.ndim].pack(*data.shape)
+    key = (frame.kind, data.dtype, data.shape, flags)
+    static = _STATIC.get(key)
+    if static is None:  # first frame of this layout: check it once
+        if data.ndim > MAX_NDIM:
+            raise FrameEncodeError(f"ndim {data.ndim} > {MAX_NDIM}")
+        static = (_FIXED_STATIC.pack(MAGIC, VERSION, _KIND_CODE[frame.kind], _dtype_code(data.dtype),
+                                     data.ndim, flags, data.itemsize, 0),
+                  _SHAPES[data.ndim].pack(*data.shape))
+        _remember(_STATIC, key, static)
+    head = static[0] + _DYNAMIC.pack(frame.seq, frame.t_origin_ns, t_device) + static[1]
     if frame.meta:
         try:
             meta = msgpack.packb(dict(frame.meta), use_bin_type=True)
@@ -99,6 +111,12 @@ def encode_header(frame: Frame, inline: bool = False) -> bytes:
             raise FrameEncodeError(f"meta is {len(meta)} bytes > {MAX_META_BYTES}")
         head += _META_LEN.pack(len(meta)) + meta
     return head
+
+
+def _remember(cache: dict, key: Any, value: Any) -> None:
+    if len(cache) >= _CACHE_MAX:  # a stream changing layout every frame: stay bounded
+        cache.clear()
+    cache[key] = value
 
 
 def payload_of(frame: Frame) -> np.ndarray:
@@ -126,6 +144,10 @@ def decode(parts: Sequence[Any]) -> Frame:
         For any malformed message: wrong part count, bad magic or version, unknown kind or
         dtype, impossible shape, payload size mismatch, payload invalid for its kind, bad meta.
     """
+    if len(parts) == 1:
+        frame = _decode_known(parts[0])
+        if frame is not None:
+            return frame
     if len(parts) == 3:
         head = parts[1]
         payload = parts[2]
@@ -180,7 +202,30 @@ def decode(parts: Sequence[Any]) -> Frame:
         raise FrameDecodeError(str(e)) from None
     if dtype.kind == "U":
         _check_unicode(data)
+    elif flags & _FLAG_INLINE and meta is None and data.nbytes:
+        key = bytes(head[:_FIXED_STATIC.size]) + bytes(head[_FIXED.size:end])
+        _remember(_KNOWN, key, (kind, dtype, shape, end, data.nbytes, bool(flags & _FLAG_TDEVICE)))
     return Frame(kind, data, t_origin_ns, seq, t_device if flags & _FLAG_TDEVICE else None, meta)
+
+
+def _decode_known(part: Any) -> Frame | None:
+    """Fast path: an inline frame whose static header bytes (layout, shape) equal those of a frame
+    already decoded in full; None when it is not one (then the full checks run)."""
+    buf = getattr(part, "buffer", part)
+    n = len(buf)
+    if n < _FIXED.size:
+        return None
+    shape_end = _FIXED.size + 8 * min(buf[5], MAX_NDIM)  # byte 5: ndim
+    key = bytes(buf[:_FIXED_STATIC.size]) + bytes(buf[_FIXED.size:shape_end])
+    known = _KNOWN.get(key)
+    if known is None:
+        return None
+    kind, dtype, shape, end, nbytes, has_t_device = known
+    if n - end != nbytes:
+        return None
+    seq, t_origin_ns, t_device = _DYNAMIC.unpack_from(buf, _FIXED_STATIC.size)
+    data = np.frombuffer(buf, dtype, offset=end).reshape(shape)
+    return Frame(kind, data, t_origin_ns, seq, t_device if has_t_device else None)
 
 
 def _decode_dtype(code: int, itemsize: int) -> np.dtype:

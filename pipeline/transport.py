@@ -43,6 +43,11 @@ LINGER_MS = 1000
 RECONNECT_MS = 20
 
 
+def pipe_hwm(policy: str, queue: int) -> int:
+    """ZeroMQ high-water mark of each end of an edge's pipe."""
+    return queue if policy == "lossless" else max(queue, REALTIME_PIPE_HWM)
+
+
 @dataclass(frozen=True)
 class CurveKeys:
     """This host's key pair and the public keys of the peers it trusts."""
@@ -87,10 +92,11 @@ class _KeyList:
 class EdgeSender:
     """Producer end of one edge."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, policy: str, queue: int, stats: NodeStats, curve: tuple[CurveKeys, bytes] | None = None) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, policy: str, queue: int, stats: NodeStats,
+                 curve: tuple[CurveKeys, bytes] | None = None) -> None:
         self.sock = ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.LINGER, LINGER_MS)
-        self.sock.setsockopt(zmq.SNDHWM, queue if policy == "lossless" else max(queue, REALTIME_PIPE_HWM))
+        self.sock.setsockopt(zmq.SNDHWM, pipe_hwm(policy, queue))
         self.sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         self.sock.setsockopt(zmq.SNDTIMEO, 200)
         # realtime: queue only to a live peer (no stale burst after it restarts); lossless: keep
@@ -100,7 +106,8 @@ class EdgeSender:
             keys, server_key = curve
             self.sock.curve_publickey, self.sock.curve_secretkey = keys.public, keys.secret
             self.sock.curve_serverkey = server_key
-        self.monitor: zmq.Socket | None = self.sock.get_monitor_socket(zmq.EVENT_CONNECTED)
+        self.monitor: zmq.Socket | None = self.sock.get_monitor_socket(
+            zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self.sock.connect(endpoint)
         self.lossless = policy == "lossless"
         self.stats = stats
@@ -115,7 +122,7 @@ class EdgeSender:
             timeout_ms = int((deadline - time.monotonic()) * 1000)
             if timeout_ms <= 0 or not mon.poll(timeout_ms):
                 break
-            connected = recv_monitor_message(mon)["event"] == zmq.EVENT_CONNECTED
+            connected = recv_monitor_message(mon)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED
         self.sock.disable_monitor()
         mon.close()
         self.monitor = None
@@ -157,7 +164,7 @@ class EdgeReceiver:
                  curve: CurveKeys | None = None) -> None:
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.RCVHWM, queue if policy == "lossless" else max(queue, REALTIME_PIPE_HWM))
+        self.sock.setsockopt(zmq.RCVHWM, pipe_hwm(policy, queue))
         if curve is not None:
             self.sock.curve_server = True
             self.sock.curve_publickey, self.sock.curve_secretkey = curve.public, curve.secret
