@@ -71,7 +71,10 @@ class SupervisorSettings(BaseModel):
     """How the supervisor treats failing workers (the ``supervisor:`` block of a graph)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    max_restarts: int = Field(5, ge=0, description="restarts of one group before it has failed for good")
+    max_restarts: int = Field(5, ge=0, description="restarts in a row (no stable run between) "
+                                                   "before a group has failed for good")
+    stable_after: float = Field(10.0, gt=0, description="a worker up this long (s) before it "
+                                                        "crashed starts its back-off afresh")
     backoff: float = Field(0.1, gt=0, description="first restart delay (s), doubled each time")
     backoff_max: float = Field(5.0, gt=0, description="longest restart delay (s)")
     heartbeat_timeout: float = Field(5.0, gt=0, description="silence (s) after which a worker is killed")

@@ -38,6 +38,8 @@ class GroupState:
     name: str
     proc: subprocess.Popen | None = None
     restarts: int = 0
+    failures_in_row: int = 0  # crashes without a stable run between them: drives the back-off
+    started_at: float = 0.0
     restart_at: float | None = None
     last_heard: float = 0.0
     exit_code: int | None = None
@@ -89,7 +91,7 @@ class Supervisor:
     def start_group(self, g: GroupState) -> None:
         g.ready = g.finished = False
         g.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(self.plan_file), g.name])
-        g.last_heard = time.monotonic()
+        g.last_heard = g.started_at = time.monotonic()
         g.restart_at = None
         self.event("started", group=g.name, pid=g.proc.pid, restarts=g.restarts)
 
@@ -114,21 +116,25 @@ class Supervisor:
                     continue
                 if rc == 0:  # its sources ended (end of file): nothing left to do
                     continue
-                if g.restarts >= self.settings["max_restarts"]:
+                if now - g.started_at >= self.settings["stable_after"]:
+                    g.failures_in_row = 0  # it had been running well: a fresh failure
+                if g.failures_in_row >= self.settings["max_restarts"]:
                     g.failed_for_good = True
                     msg = (f"group {g.name!r} (nodes {', '.join(self.plan.groups[g.name]['nodes'])}) "
-                           f"failed for good after {g.restarts} restarts ({reason})")
+                           f"failed for good after {g.failures_in_row} restarts ({reason})")
                     if g.last_failure:
                         msg += f":\n{g.last_failure}"
                     self.failures.append(msg)
                     self.log(f"neuroflow: {msg}")
                     self.request_shutdown()
                     continue
-                delay = min(self.settings["backoff"] * 2 ** g.restarts, self.settings["backoff_max"])
+                delay = min(self.settings["backoff"] * 2 ** g.failures_in_row,
+                            self.settings["backoff_max"])
                 g.restart_at = now + delay
                 self.log(f"neuroflow: group {g.name!r} {reason}; restarting in {delay:.2f} s")
             if g.restart_at is not None and now >= g.restart_at and self.shutdown_started is None:
                 g.restarts += 1
+                g.failures_in_row += 1
                 self.start_group(g)
             elif g.alive and now - g.last_heard > self.settings["heartbeat_timeout"]:
                 self.event("heartbeat_lost", group=g.name, pid=g.proc.pid)
@@ -164,6 +170,7 @@ class Supervisor:
                 g.latest_pid = msg["pid"]
         elif kind == "ready" and g.proc is not None and msg["pid"] == g.proc.pid:
             g.ready = True
+            self.event("ready", group=g.name, pid=g.proc.pid)
             if self.all_ready:
                 os.kill(g.proc.pid, signal.SIGUSR1)  # a restarted group: go at once
             elif all(x.ready for x in self.groups.values()):
