@@ -31,7 +31,7 @@ class Console(Sink):
             text = f"{self.name}: {frame.kind.value} seq={frame.seq} shape={list(frame.data.shape)} " \
                    f"latency={latency_ms:.3f} ms"
             if frame.kind in (FrameKind.MARKERS, FrameKind.CONTROL):
-                text += f" {list(frame.data)}"
+                text += f" {[str(s) for s in frame.data]}"
             if frame.meta:
                 text += f" {dict(frame.meta)}"
             print(text, file=sys.stdout, flush=True)

@@ -166,3 +166,40 @@ def test_shipped_configs_validate() -> None:
     root = Path(__file__).resolve().parents[1] / "configs"
     for path in sorted(root.glob("*.yaml")):
         graph.build(config.load(path))
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+                          text=True)
+
+
+def test_nodes_cli_lists_every_type_with_params_defaults_and_docs() -> None:
+    r = cli("nodes")
+    assert r.returncode == 0, r.stderr
+    for name in ("synthetic_eeg", "gain", "console", "null", "recorder"):
+        assert f"\n{name}  [in:" in "\n" + r.stdout
+    assert "    srate: float, default 250.0 — sampling rate (Hz)" in r.stdout
+    assert "    path: str, required — output file (.nfr)" in r.stdout
+    one = cli("nodes", "gain")
+    assert one.stdout.startswith("gain  [in: in; out: out]  Scale samples or tensors")
+
+
+def test_graph_cli_shows_groups_endpoints_and_stream_infos(tmp_path: Path) -> None:
+    path = tmp_path / "g.yaml"
+    path.write_text(GOOD + "groups:\n  dsp: [amp, out]\n")
+    r = cli("graph", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "  dsp on local: amp, out" in r.stdout
+    assert "    out out: samples 4 ch @ 100 Hz float32" in r.stdout
+    assert "  eeg.out -> amp.in  [realtime, queue 64, ipc] ipc://" in r.stdout
+    assert "  amp.out -> out.in  [realtime, queue 64, local] in-process call" in r.stdout
+    plan = __import__("json").loads(cli("graph", str(path), "--json").stdout)
+    assert plan["nodes"]["amp"]["inputs"]["in"]["channel_names"][0] == "EEG001"
+
+
+def test_keys_cli_writes_a_curve_pair_per_host(tmp_path: Path) -> None:
+    r = cli("keys", str(tmp_path / "k"), "a", "b")
+    assert r.returncode == 0, r.stderr
+    files = sorted(p.name for p in (tmp_path / "k").iterdir())
+    assert files == ["a.key", "a.key_secret", "b.key", "b.key_secret"]
+    assert (tmp_path / "k" / "a.key_secret").stat().st_mode & 0o077 == 0

@@ -116,3 +116,15 @@ def test_registry_finds_builtins_by_entry_point_and_plugins_by_path() -> None:
         registry.resolve("numpy:ndarray")
     with pytest.raises(UnknownNodeType, match="registered types: .*gain"):
         registry.resolve("nope")
+
+
+def test_console_prints_every_nth_frame_with_text_payloads(capsys) -> None:
+    from devices.console import Console
+
+    con = Console(Console.Params(every=2), "con")
+    con.setup({"in": EEG})
+    for seq in range(4):
+        con.process("in", Frame(FrameKind.CONTROL, np.array(["left"]), 0, seq, meta={"p": 0.9}))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("con: control seq=1 shape=[1]")
+    assert lines[0].endswith("['left'] {'p': 0.9}")
