@@ -2,7 +2,7 @@
 
 The ``.nfr`` format reuses the wire codec, so a recording holds exactly what crossed the edge::
 
-    b"NFREC1\\n"  u32 length + JSON {"graph", "node", "info": StreamInfo}
+    b"NFREC1\\n"  u32 length + JSON {"node", "info": StreamInfo}
     then per frame:  u32 header length, header (pipeline.codec),  u64 payload length, payload
 
 A file cut short (a crash, a full disk) reads back up to its last whole frame and says so.

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from pipeline import config, graph, plan, registry
 from pipeline.config import ConfigError
+from pipeline.transport import CurveKeys
 
 EXIT_CONFIG = 2
 
@@ -104,6 +105,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if host not in hosts:
         raise ConfigError(f"{args.graph}: choose this machine's part with --host, one of: "
                           f"{', '.join(hosts)}" + (f" (got {args.host!r})" if args.host else ""))
+    p = plan.make_plan(g, Path("/tmp/nf-RUN"))
+    if any(e["curve"] and host in (e["src_host"], e["dst_host"]) for e in p.edges):
+        try:
+            CurveKeys.load(p.keys_dir, host, [h for h in hosts if h != host])
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"{args.graph}: keys of host {host!r}: {e}") from None
     run_dir = make_run_dir()
     metrics = open(args.metrics, "w") if args.metrics else None
     console = Console()

@@ -42,6 +42,7 @@ VERSION = 1
 MAGIC = b"NF"
 MAX_NDIM = 8
 MAX_META_BYTES = 64 * 1024
+MAX_DIM = 2**31 - 1
 
 _FIXED = struct.Struct("<2sBBBBHIIqqd")
 _FIXED_STATIC = struct.Struct("<2sBBBBHII")  # bytes 0-15: the same for every frame of a stream
@@ -74,7 +75,7 @@ class FrameEncodeError(ValueError):
 
 
 def _dtype_code(dt: np.dtype) -> int:
-    if dt.kind == "U":
+    if dt.kind == "U" and dt.byteorder != ">":
         return _UNICODE_CODE
     code = None if dt.byteorder == ">" else _DTYPE_CODE.get(dt)
     if code is None:
@@ -97,6 +98,10 @@ def encode_header(frame: Frame, inline: bool = False) -> bytes:
     if static is None:  # first frame of this layout: check it once
         if data.ndim > MAX_NDIM:
             raise FrameEncodeError(f"ndim {data.ndim} > {MAX_NDIM}")
+        try:
+            check_payload(frame.kind, data)  # what the receiver would reject, refused here
+        except ValueError as e:
+            raise FrameEncodeError(str(e)) from None
         static = (_FIXED_STATIC.pack(MAGIC, VERSION, _KIND_CODE[frame.kind], _dtype_code(data.dtype),
                                      data.ndim, flags, data.itemsize, 0),
                   _SHAPES[data.ndim].pack(*data.shape))
@@ -120,7 +125,7 @@ def _remember(cache: dict, key: Any, value: Any) -> None:
 
 
 def payload_of(frame: Frame) -> np.ndarray:
-    """The array to send as the payload part: C-contiguous, native little-endian."""
+    """The array to send as the payload: C-contiguous (the dtype is checked by the encoder)."""
     data = frame.data
     return data if data.flags.c_contiguous else np.ascontiguousarray(data)
 
@@ -190,6 +195,8 @@ def decode(parts: Sequence[Any]) -> Frame:
         raise FrameDecodeError(f"{n - end} trailing header bytes")
     count = 1
     for s in shape:
+        if s > MAX_DIM:  # with a zero elsewhere the size would match, but numpy cannot hold it
+            raise FrameDecodeError(f"dimension {s} of shape {list(shape)} is too large")
         count *= s
     if count * dtype.itemsize != len(payload):
         raise FrameDecodeError(f"payload is {len(payload)} bytes, shape {list(shape)} of {dtype} "

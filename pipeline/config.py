@@ -49,6 +49,9 @@ class _Loader(yaml.SafeLoader):
         out.line = node.start_mark.line + 1
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise ConfigError(f"{self.name}:{key_node.start_mark.line + 1}: a key must be a "
+                                  f"plain name, got {type(key).__name__}")
             if key in out:
                 raise ConfigError(f"{self.name}:{key_node.start_mark.line + 1}: duplicate key "
                                   f"{key!r} (first on line {out.key_lines[key]})")
@@ -140,24 +143,29 @@ def load(path: str | Path, sets: list[str] | None = None) -> GraphSpec:
     """Parse a graph file; ``sets`` are ``node.param=value`` overrides (values parsed as YAML)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read graph file: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start})") from None
     return loads(text, str(path), sets, base_dir=path.parent)
 
 
 def loads(text: str, name: str = "<graph>", sets: list[str] | None = None,
           base_dir: Path | None = None) -> GraphSpec:
     """Parse graph YAML ``text`` (``name`` is used in messages as the file name)."""
-    loader = _Loader(text)
-    loader.name = name
     try:
-        doc = loader.get_single_data()
+        loader = _Loader(text)
+        loader.name = name
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         line = e.problem_mark.line + 1 if e.problem_mark else 0
         raise ConfigError(f"{name}:{line}: YAML syntax error: {e.problem}") from None
-    finally:
-        loader.dispose()
+    except yaml.YAMLError as e:  # e.g. a control character (ReaderError)
+        raise ConfigError(f"{name}: YAML error: {e}") from None
     if not isinstance(doc, LineDict):
         raise ConfigError(f"{name}:1: a graph file must be a mapping with 'nodes' and 'edges'")
     where = lambda line: f"{name}:{line}"  # noqa: E731
@@ -306,7 +314,7 @@ def _load_groups(doc: LineDict, nodes: dict[str, NodeSpec], hosts: dict[str, Hos
         if not isinstance(body, list) or not body:
             raise ConfigError(f"{where(line)}: group {gname!r} must list at least one node")
         for member in body:
-            if member not in nodes:
+            if not isinstance(member, str) or member not in nodes:
                 raise ConfigError(f"{where(line)}: group {gname!r}: no node {member!r}")
             if member in owner:
                 raise ConfigError(f"{where(line)}: node {member!r} is in groups {owner[member]!r} "
@@ -323,9 +331,9 @@ def _load_groups(doc: LineDict, nodes: dict[str, NodeSpec], hosts: dict[str, Hos
             group_hosts[name] = spec.host or default_host
     for gname, members in groups.items():
         host = group_hosts[gname]
-        if hosts and host not in hosts:
+        if host not in (hosts or {"local": None}):
             raise ConfigError(f"{where(group_lines[gname])}: host {host!r} of {gname!r} is not "
-                              f"under 'hosts:' ({', '.join(hosts)})")
+                              f"under 'hosts:' ({', '.join(hosts) or 'none: one host, local'})")
         for member in members:
             if nodes[member].host not in (None, host):
                 raise ConfigError(f"{where(nodes[member].line)}: node {member!r} is on host "

@@ -80,6 +80,11 @@ def build(spec: GraphSpec) -> Graph:
     edges = _resolve_edges(spec, classes)
     order = _topological_order(spec, edges)
     group_of = {m: g for g, members in spec.groups.items() for m in members}
+    host = {n: spec.group_hosts[g] for n, g in group_of.items()}
+    crossing = [e for e in edges if host[e.src] != host[e.dst]]
+    if crossing and spec.keys is None:
+        raise ConfigError(f"{where(spec.line_of_top.get('hosts', 1))}: edge {crossing[0].label} "
+                          f"crosses hosts: give 'keys:' (a folder made by `neuroflow keys`)")
     nodes: dict[str, Node] = {}
     inputs: dict[str, dict[str, StreamInfo]] = {}
     outputs: dict[str, dict[str, StreamInfo]] = {}

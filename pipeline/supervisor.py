@@ -42,9 +42,9 @@ class GroupState:
     started_at: float = 0.0
     restart_at: float | None = None
     last_heard: float = 0.0
-    exit_code: int | None = None
     ready: bool = False
     finished: bool = False  # its nodes all ended; it waits for the release to exit
+    released: bool = False
     failed_for_good: bool = False
     last_failure: str = ""
     #: latest figures of each incarnation (pid): counters in them are cumulative for that pid
@@ -89,8 +89,10 @@ class Supervisor:
 
     # -- processes --------------------------------------------------------------------------
     def start_group(self, g: GroupState) -> None:
-        g.ready = g.finished = False
-        g.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(self.plan_file), g.name])
+        g.ready = g.finished = g.released = False
+        # its own process group: a terminal's Ctrl-C reaches the supervisor only, which relays it
+        g.proc = subprocess.Popen([sys.executable, "-m", "pipeline.worker", str(self.plan_file),
+                                   g.name], process_group=0)
         g.last_heard = g.started_at = time.monotonic()
         g.restart_at = None
         self.event("started", group=g.name, pid=g.proc.pid, restarts=g.restarts)
@@ -109,7 +111,7 @@ class Supervisor:
                 continue
             if g.proc is not None and g.proc.poll() is not None:
                 rc = g.proc.returncode
-                g.proc, g.exit_code = None, rc
+                g.proc = None
                 reason = f"killed by signal {-rc}" if rc < 0 else f"exit code {rc}"
                 self.event("exit", group=g.name, rc=rc, reason=reason)
                 if self.shutdown_started is not None:
@@ -121,7 +123,7 @@ class Supervisor:
                 if g.failures_in_row >= self.settings["max_restarts"]:
                     g.failed_for_good = True
                     msg = (f"group {g.name!r} (nodes {', '.join(self.plan.groups[g.name]['nodes'])}) "
-                           f"failed for good after {g.failures_in_row} restarts ({reason})")
+                           f"failed for good after {g.failures_in_row} restarts in a row ({reason})")
                     if g.last_failure:
                         msg += f":\n{g.last_failure}"
                     self.failures.append(msg)
@@ -195,8 +197,9 @@ class Supervisor:
     def _release_if_all_finished(self) -> None:
         """Once no group can still send anything, let every finished worker exit."""
         groups = [g for g in self.groups.values() if g.alive or g.restart_at is not None]
-        if all(g.finished and g.restart_at is None for g in groups):
+        if groups and all(g.finished and g.restart_at is None and not g.released for g in groups):
             for g in groups:
+                g.released = True
                 os.kill(g.proc.pid, signal.SIGUSR2)
 
     # -- figures ----------------------------------------------------------------------------
@@ -262,6 +265,7 @@ class Supervisor:
                 if now >= next_tick:
                     next_tick += 1.0
                     self._tick()
+                    self._release_if_all_finished()
                 if self.duration is not None and now - (self.t_go or self.t0) >= self.duration:
                     self.shutdown_requested = True
                 if self.shutdown_requested and self.shutdown_started is None:

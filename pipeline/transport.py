@@ -40,6 +40,7 @@ EOS = b"EOS"
 #: is the one that drops (the oldest); only a consumer stalled beyond that makes the producer drop.
 REALTIME_PIPE_HWM = 1000
 LINGER_MS = 1000
+EOS_WAIT_S = 2.0
 RECONNECT_MS = 20
 
 
@@ -145,13 +146,17 @@ class EdgeSender:
                     self.stats.send_drops += 1
                     return
 
-    def send_eos(self, timeout_ms: int = 2000) -> bool:
-        self.sock.setsockopt(zmq.SNDTIMEO, timeout_ms)
-        try:
-            self.sock.send(EOS)
-            return True
-        except zmq.Again:
-            return False
+    def send_eos(self, aborting: Callable[[], bool]) -> bool:
+        """End of stream, after the last frame: waits for room unless the worker is aborting
+        (realtime: at most EOS_WAIT_S, since a peer that never connected will not come)."""
+        deadline = None if self.lossless else time.monotonic() + EOS_WAIT_S
+        while True:
+            try:
+                self.sock.send(EOS)
+                return True
+            except zmq.Again:
+                if aborting() or (deadline is not None and time.monotonic() > deadline):
+                    return False
 
     def close(self) -> None:
         self.sock.close()

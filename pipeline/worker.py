@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 import zmq
@@ -128,8 +128,8 @@ class Worker:
         self.receivers: list[EdgeReceiver] = []
         self.open_inputs: dict[str, set[str]] = {}
         self.finished: set[str] = set()
-        self.curve = self._curve_keys()
-        self.auth = start_authenticator(self.ctx, self.curve) if self.curve else None
+        self.curve: CurveKeys | None = None
+        self.auth = None
 
     def _curve_keys(self) -> CurveKeys | None:
         host = self.plan.groups[self.group]["host"]
@@ -185,8 +185,16 @@ class Worker:
         st.proc_ns.append(t1 - t0)
         st.lat_ns.append(t1 - frame.t_origin_ns)
         self.consecutive_errors[name] = 0
-        for out_port, out in outs:
-            self.emit(name, out_port, out)
+        for item in outs:
+            if not (isinstance(item, tuple) and len(item) == 2 and (name, item[0]) in self.seq
+                    and isinstance(item[1], Frame)):
+                try:
+                    raise TypeError(f"node {name!r} emitted {item!r}: expected (port, Frame) with "
+                                    f"port in {self.nodes[name].outputs}")
+                except TypeError:
+                    self._node_error(name)
+                continue
+            self.emit(name, item[0], item[1])
 
     def emit(self, name: str, port: str, frame: Frame) -> None:
         key = (name, port)
@@ -234,7 +242,7 @@ class Worker:
             for dst, dst_port in self.local[(name, port)]:
                 self.input_ended(dst, dst_port)
             for s in self.remote[(name, port)]:
-                s.send_eos()
+                s.send_eos(self.aborting.is_set)
         if len(self.finished) == len(self.order):
             self.done.set()
 
@@ -339,6 +347,8 @@ class Worker:
     def run(self) -> int:
         self.reporter.start()
         try:
+            self.curve = self._curve_keys()
+            self.auth = start_authenticator(self.ctx, self.curve) if self.curve else None
             self.build()
         except Exception as e:
             self.fail(f"group {self.group!r}: building its nodes failed: {type(e).__name__}: {e}\n"
@@ -357,9 +367,11 @@ class Worker:
                     self.abort()
         except NodeFailed as e:
             self.fail(str(e))
+        except Exception as e:  # a runtime bug: report it like a node failure, never die silently
+            self.fail(f"group {self.group!r}: {type(e).__name__}: {e}\n{traceback.format_exc()}")
         self.stopping.set()
         for t in threads:
-            t.join(timeout=2)
+            t.join(timeout=5)
         if self.failure is None:
             self.wait_for_release()
         return self.shutdown()
@@ -373,14 +385,19 @@ class Worker:
                 return
 
     def shutdown(self) -> int:
+        # a source thread may still be inside a node: wait for it (bounded) before closing
+        locked = self.lock.acquire(timeout=5)
         for name, node in self.nodes.items():  # flush what did not end in order (failure, abort)
             if name not in self.finished:
+                self.finished.add(name)
                 try:
                     for _ in node.close():
                         pass
                 except Exception:
                     self.reporter.report({"type": "node_error", "node": name,
                                           "traceback": traceback.format_exc()})
+        if locked:
+            self.lock.release()
         for senders in self.remote.values():
             for s in senders:
                 s.close()
@@ -398,9 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.from_json(json.loads(open(args[0]).read()))
     worker = Worker(plan, args[1])
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGUSR1, lambda *_: worker.go.set())
-    signal.signal(signal.SIGUSR2, lambda *_: worker.exit_now())
+    # Handlers run on the main thread between bytecodes, possibly inside Event.wait holding its
+    # lock: act from a fresh thread so that setting an Event can never deadlock.
+    def later(action: Callable[[], object]) -> Callable[..., None]:
+        return lambda *_: threading.Thread(target=action, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, later(worker.stop))
+    signal.signal(signal.SIGUSR1, later(worker.go.set))
+    signal.signal(signal.SIGUSR2, later(worker.exit_now))
     return worker.run()
 
 

@@ -42,12 +42,17 @@ class Merge(Node):
 
 
 class Explode(Node):
-    """Raises on every frame whose seq is in ``bad`` (all frames when ``bad`` is empty)."""
+    """Misbehaves on every frame whose seq is in ``bad`` (all frames when ``bad`` is empty): raises,
+    or with ``wrong_port`` emits to a port it does not have."""
 
     class Params(NodeParams):
         bad: list[int] = []
+        wrong_port: bool = False
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
         if not self.params.bad or frame.seq in self.params.bad:
+            if self.params.wrong_port:
+                yield "nope", frame
+                return
             raise RuntimeError(f"boom at seq {frame.seq}")
         yield "out", frame

@@ -108,6 +108,7 @@ def _valid_messages() -> list[list[bytes]]:
               meta={"label": "right", "exit": 2}),
         Frame(FrameKind.CONTROL, np.array(["stop"]), 14, 7),
         Frame(FrameKind.TENSOR, rng.standard_normal((2, 3, 4)), 15, 8),
+        Frame(FrameKind.TENSOR, np.zeros((0, 3), np.float32), 17, 10),
         Frame(FrameKind.SAMPLES, np.ones((64, 300), np.float32), 16, 9, meta={"big": True}),
     ):
         out.append(_wire(encode(frame, b"node.out")))
@@ -138,9 +139,11 @@ def _mutate(msg: list[bytes], rng: random.Random) -> list[bytes]:
     elif op == 5:                                 # splice in another message's tail
         other = rng.choice(_VALID)[-1]
         parts[-1] = parts[-1][:rng.randrange(len(parts[-1]) + 1)] + other[rng.randrange(len(other)):]
-    else:                                         # huge shape in the header
-        if len(parts[h]) >= 48:
-            parts[h][40:48] = struct.pack("<Q", rng.choice([2**63, 2**64 - 1, 2**40]))
+    else:                                         # huge dimension in the header
+        dims = (len(parts[h]) - 40) // 8
+        if dims > 0:
+            d = 40 + 8 * rng.randrange(min(dims, 2))
+            parts[h][d:d + 8] = struct.pack("<Q", rng.choice([2**63, 2**64 - 1, 2**40, 2**62]))
     return [bytes(p) for p in parts]
 
 
@@ -185,6 +188,24 @@ def test_errors_say_what_is_wrong(mutation, message: str) -> None:
     assert len(large) == 3
     with pytest.raises(FrameDecodeError, match=message):
         decode(mutation(large))
+
+
+@pytest.mark.parametrize("huge", [2**31, 2**62, 2**64 - 1])
+def test_a_zero_dimension_cannot_smuggle_a_huge_one(huge: int) -> None:
+    frame = Frame(FrameKind.TENSOR, np.zeros((0, 3), np.float32), 0)
+    for inline in (True, False):
+        header = bytearray(encode_header(frame, inline=inline))
+        header[48:56] = struct.pack("<Q", huge)  # shape (0, huge): 0 bytes, like the payload
+        msg = [bytes(header)] if inline else [b"", bytes(header), b""]
+        with pytest.raises(FrameDecodeError, match="too large"):
+            decode(msg)
+
+
+def test_a_frame_its_receiver_would_reject_is_refused_when_sent() -> None:
+    with pytest.raises(FrameEncodeError, match="samples must be 2-D float32"):
+        encode(Frame(FrameKind.SAMPLES, np.zeros((2, 3), np.float64), 0))
+    with pytest.raises(FrameEncodeError):
+        encode(Frame(FrameKind.MARKERS, np.array(["a"]).astype(">U1"), 0))
 
 
 def test_kind_and_payload_must_agree() -> None:

@@ -84,6 +84,14 @@ def test_a_good_graph_propagates_stream_infos() -> None:
     # groups
     (GOOD + "groups:\n  g1: [eeg, nope]\n", "g.yaml:9: group 'g1': no node 'nope'"),
     (GOOD + "groups:\n  g1: [eeg]\n  g2: [eeg, amp]\n", "g.yaml:10: node 'eeg' is in groups 'g1' and 'g2'"),
+    # hosts: a host must be declared; edges between hosts need keys
+    (GOOD.replace("type: gain, gain: 2", "type: gain, host: elsewhere"),
+     "g.yaml:4: host 'elsewhere' of 'amp' is not under 'hosts:' (none: one host, local)"),
+    ("hosts:\n  a: {}\n  b: {}\n" + GOOD.replace("type: gain, gain: 2", "type: gain, host: b"),
+     "g.yaml:1: edge eeg.out -> amp.in crosses hosts: give 'keys:'"),
+    (GOOD + "groups:\n  g1: [[eeg]]\n", "g.yaml:9: group 'g1': no node ['eeg']"),
+    (GOOD.replace("name: t", "? [a, b]\n: t"), "g.yaml:1: a key must be a plain name, got LineList"),
+    (GOOD.replace("name: t", "name: t\x07"), "g.yaml: YAML error"),
     # supervisor settings
     (GOOD + "supervisor: {max_restarts: -1}\n",
      "g.yaml:8: supervisor: field 'max_restarts': Input should be greater than or equal to 0"),

@@ -60,8 +60,8 @@ def test_synthetic_eeg_ends_after_max_frames_and_reset_restarts_it() -> None:
     assert np.array_equal(read_all(src, 1)[0].data, first[0].data)
 
 
-def test_realtime_source_blocks_at_most_100_ms_per_read() -> None:
-    src = make_source(srate=1, chunk=10)  # one frame per 10 s: read must return [] promptly
+def test_realtime_source_returns_nothing_until_a_chunk_is_due() -> None:
+    src = make_source(srate=1, chunk=10)  # one frame per 10 s: nothing on the first read
     assert src.read() == []
 
 

@@ -16,9 +16,6 @@ from devices.recorder import read_recording
 
 pytestmark = pytest.mark.slow
 
-DROP_KEYS = ("drops", "queue_drops")
-
-
 def test_demo_config_runs_for_its_duration_and_exits_cleanly(run_graph) -> None:
     demo = (Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text()
     g = run_graph(demo, "--duration", "2")
@@ -30,6 +27,17 @@ def test_demo_config_runs_for_its_duration_and_exits_cleanly(run_graph) -> None:
     assert len(rec.frames) == fig["scale"]["frames_out"] == fig["rec"]["frames_in"]
     assert [f.seq for f in rec.frames] == list(range(len(rec.frames)))
     assert fig["sink"]["lat_p50_ms"] is not None and fig["scale"]["proc_p50_us"] is not None
+
+
+def test_fused_groups_run_the_same_graph_in_fewer_processes(run_graph) -> None:
+    demo = (Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text()
+    g = run_graph(demo + "groups:\n  dsp: [eeg, scale, rec]\n", "--duration", "2")
+    assert g.finish() == 0, g.stderr
+    assert sorted(e["group"] for e in g.events("started")) == ["dsp", "sink"]
+    fig = g.figures()
+    rec = read_recording(g.graph.parent / "demo-recording.nfr")
+    assert len(rec.frames) == fig["eeg"]["frames_out"] == fig["sink"]["frames_in"] > 0
+    assert [f.seq for f in rec.frames] == list(range(len(rec.frames)))
 
 
 def test_sigint_during_a_lossless_run_drains_every_frame_into_the_recorder(run_graph) -> None:
@@ -157,14 +165,18 @@ def test_a_node_error_is_counted_and_survived(run_graph) -> None:
           src: {type: synthetic_eeg, srate: 500, chunk: 5, max_frames: 60}
           flaky: {type: "plugins:Explode", bad: [5, 9]}
           sink: {type: "null"}
+          odd: {type: "plugins:Explode", bad: [3], wrong_port: true}
+          sink2: {type: "null"}
         edges:
           - {chain: src -> flaky -> sink, policy: lossless}
+          - {chain: src -> odd -> sink2, policy: lossless}
         """)
     assert g.finish() == 0, g.stderr
     fig = g.figures()
-    assert fig["flaky"]["errors"] == 2
-    assert fig["sink"]["frames_in"] == 58
+    assert fig["flaky"]["errors"] == 2 and fig["odd"]["errors"] == 1
+    assert fig["sink"]["frames_in"] == 58 and fig["sink2"]["frames_in"] == 59
     assert "RuntimeError: boom at seq 5" in g.stderr
+    assert "node 'odd' emitted ('nope', Frame(samples, seq=3" in g.stderr
 
 
 def test_a_node_that_keeps_failing_ends_the_run_with_its_name_and_traceback(run_graph) -> None:
@@ -179,7 +191,7 @@ def test_a_node_that_keeps_failing_ends_the_run_with_its_name_and_traceback(run_
         """, "--duration", "60")
     rc = g.finish()
     assert rc == 1
-    assert "group 'boom' (nodes boom) failed for good after 1 restarts" in g.stdout + g.stderr
+    assert "group 'boom' (nodes boom) failed for good after 1 restarts in a row" in g.stdout + g.stderr
     assert "node 'boom' raised on 100 frames in a row" in g.stderr
     assert "RuntimeError: boom at seq" in g.stderr
     assert [e["group"] for e in g.events("started")].count("boom") == 2

@@ -95,7 +95,7 @@ def test_lossless_takes_one_frame_at_a_time_and_pushes_back(pair) -> None:
 def test_end_of_stream_follows_the_last_frame(pair) -> None:
     tx, rx = pair("realtime", 8)
     send(tx, 0)
-    assert tx.send_eos()
+    assert tx.send_eos(lambda: False)
     end = time.monotonic() + 5
     while not rx.eos and time.monotonic() < end:
         rx.fill()
