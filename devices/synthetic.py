@@ -71,6 +71,7 @@ class SyntheticEEG(Source):
         self.t_start: int | None = None
         self.buffer = np.zeros((self.params.channels, 0), np.float32)
         self.buffer_start = 0  # sample index of buffer[:, 0]
+        self.next_chunk: tuple[float, np.ndarray] | None = None
 
     def _block(self, n0: int) -> np.ndarray:
         """Samples ``n0 .. n0 + BLOCK`` (channels x BLOCK, float32 µV)."""
@@ -98,6 +99,8 @@ class SyntheticEEG(Source):
             return None
         if self.t_start is None:
             self.t_start = now_ns()
+        if self.next_chunk is None:  # made while waiting, as a device fills its buffer
+            self.next_chunk = (self.n / p.srate, self.generate(p.chunk))
         due = self.t_start + (self.frames + 1) * self.period_ns
         wait = (due - now_ns()) / 1e9
         if wait > MAX_BLOCK_S:
@@ -105,7 +108,7 @@ class SyntheticEEG(Source):
             return []
         if wait > 0:
             time.sleep(wait)
-        t_device = self.n / p.srate
-        frame = Frame(FrameKind.SAMPLES, self.generate(p.chunk), now_ns(), t_device=t_device)
+        t_device, data = self.next_chunk
+        self.next_chunk = None
         self.frames += 1
-        return [("out", frame)]
+        return [("out", Frame(FrameKind.SAMPLES, data, now_ns(), t_device=t_device))]
