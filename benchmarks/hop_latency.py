@@ -347,6 +347,22 @@ def lookup(results: dict[str, Any], key: str) -> float:
     return float(value)
 
 
+def evaluate(results: dict[str, Any], targets: Iterable[tuple[str, str, float]]) -> dict[str, Any]:
+    """``{key: {value, op, limit, met}}`` for each (dotted key, "<=" or ">=", limit)."""
+    out = {}
+    for key, op, limit in targets:
+        value = lookup(results, key)
+        out[key] = {"value": value, "op": op, "limit": limit,
+                    "met": value <= limit if op == "<=" else value >= limit}
+    return out
+
+
+def print_targets(targets: dict[str, Any]) -> None:
+    for name, t in targets.items():
+        print(f"  {'met ' if t['met'] else 'MISS'} {name} = {t['value']:g} "
+              f"(target {t['op']} {t['limit']:g})")
+
+
 def report(results: dict[str, Any]) -> None:
     print("µs per hop      raw p50  raw p99  hop p50  hop p99  ratio p50/p99  fused p50/p99  "
           "fused src p50/p99  CPU % raw/ours/fused")
@@ -360,9 +376,7 @@ def report(results: dict[str, Any]) -> None:
     t = results["throughput"]
     print(f"throughput, 64x4 float32 between 2 processes (lossless): {t['frames_per_s']:,} "
           f"frames/s ({t['frames']:,} frames in {t['seconds']} s)")
-    for name, target in results["targets"].items():
-        print(f"  {'met ' if target['met'] else 'MISS'} {name} = {target['value']:g} "
-              f"(target {target['op']} {target['limit']:g})")
+    print_targets(results["targets"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,11 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         results["throughput"] = throughput(work, args.frames)
     results["payload"] = {"channels": CHANNELS, "samples": CHUNK, "dtype": "float32",
                           "period_ms": PERIOD_NS / 1e6, "wire_bytes": wire_bytes()}
-    results["targets"] = {}
-    for key, op, limit in TARGETS:
-        value = lookup(results, key)
-        results["targets"][key] = {"value": value, "op": op, "limit": limit,
-                                   "met": value <= limit if op == "<=" else value >= limit}
+    results["targets"] = evaluate(results, TARGETS)
     report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")

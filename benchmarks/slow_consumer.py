@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from hop_latency import (CHANNELS, CHUNK, PROBE, SRATE, finish_cli, p50_p99, per_hop_us,
-                         start_cli, wait_for_go)
+from hop_latency import (CHANNELS, CHUNK, PROBE, SRATE, evaluate, finish_cli, p50_p99, per_hop_us,
+                         print_targets, start_cli, wait_for_go)
 
 SLOW_DELAY_S = 0.2
+TARGETS = (("isolation.ratio_p99", "<=", 1.5), ("recovery.restart_max_s", "<=", 2.0))
 
 
 def branch_graph(name: str, probe: Path, slow: bool) -> dict[str, Any]:
@@ -118,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {"isolation": isolation(Path(tmp), args.seconds, args.warmup, args.rounds),
                    "recovery": recovery(Path(tmp), args.kills)}
     iso, rec = results["isolation"], results["recovery"]
-    results["targets"] = {
-        "isolation.ratio_p99": {"value": iso["ratio_p99"], "op": "<=", "limit": 1.5,
-                                "met": iso["ratio_p99"] <= 1.5},
-        "recovery.restart_max_s": {"value": rec["restart_max_s"], "op": "<=", "limit": 2.0,
-                                   "met": rec["restart_max_s"] <= 2.0}}
+    results["targets"] = evaluate(results, TARGETS)
     print("fast branch latency (µs)   p50      p99")
     print(f"  alone               {iso['fast_alone_p50_us']:>8.1f} {iso['fast_alone_p99_us']:>8.1f}")
     print(f"  beside a slow sink  {iso['fast_beside_slow_p50_us']:>8.1f} "
@@ -131,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"slow branch: {s['emitted']} emitted, {s['processed']} processed, {s['dropped']} dropped "
           f"(counted)")
     print(f"kill -9 -> serving again: {rec['restart_s']} s (max {rec['restart_max_s']} s)")
-    for name, t in results["targets"].items():
-        print(f"  {'met ' if t['met'] else 'MISS'} {name} = {t['value']:g} "
-              f"(target {t['op']} {t['limit']:g})")
+    print_targets(results["targets"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     return 0
