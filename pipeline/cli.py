@@ -105,10 +105,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if host not in hosts:
         raise ConfigError(f"{args.graph}: choose this machine's part with --host, one of: "
                           f"{', '.join(hosts)}" + (f" (got {args.host!r})" if args.host else ""))
-    p = plan.make_plan(g, Path("/tmp/nf-RUN"))
-    if any(e["curve"] and host in (e["src_host"], e["dst_host"]) for e in p.edges):
+    ends = [(g.host_of(e.src), g.host_of(e.dst)) for e in g.edges]
+    if any(a != b and host in (a, b) for a, b in ends):  # CURVE edges: check the keys up front
         try:
-            CurveKeys.load(p.keys_dir, host, [h for h in hosts if h != host])
+            CurveKeys.load(g.spec.keys, host, [h for h in hosts if h != host])
         except (FileNotFoundError, ValueError) as e:
             raise ConfigError(f"{args.graph}: keys of host {host!r}: {e}") from None
     run_dir = make_run_dir()
