@@ -6,7 +6,7 @@ It never imports a concrete node or device: those are found through `pipeline.re
 
 from pipeline.frame import EVENT_DTYPE, Frame, FrameKind
 from pipeline.info import StreamInfo, StreamMismatch
-from pipeline.node import Node, NodeParams, Sink, Source
+from pipeline.node import Node, NodeParams, ParamError, Sink, Source
 
-__all__ = ["EVENT_DTYPE", "Frame", "FrameKind", "Node", "NodeParams", "Sink", "Source",
-           "StreamInfo", "StreamMismatch"]
+__all__ = ["EVENT_DTYPE", "Frame", "FrameKind", "Node", "NodeParams", "ParamError", "Sink",
+           "Source", "StreamInfo", "StreamMismatch"]

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from pipeline.config import ConfigError, GraphSpec, describe_error
 from pipeline.info import StreamInfo, StreamMismatch
-from pipeline.node import Node
+from pipeline.node import Node, ParamError
 from pipeline.registry import UnknownNodeType, resolve
 
 
@@ -108,6 +108,9 @@ def build(spec: GraphSpec) -> Graph:
         except StreamMismatch as e:
             ends = ", ".join(f"{feeding[(name, p)].label} ({i.describe()})" for p, i in info_in.items())
             raise ConfigError(f"{where(ns.line)}: node {name!r} ({ns.type}) cannot take {ends}: {e}") from None
+        except ParamError as e:
+            raise ConfigError(f"{where(ns.param_lines.get(e.field, ns.line))}: node {name!r} "
+                              f"({ns.type}): field {e.field!r}: {e}") from None
         except ConfigError:
             raise
         except Exception as e:

@@ -17,6 +17,15 @@ from pipeline.info import StreamInfo
 Output = tuple[str, Frame]
 
 
+class ParamError(ValueError):
+    """Raised from ``setup`` when a parameter does not fit the stream (a cut-off above Nyquist):
+    the config error then points at that parameter's line."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class NodeParams(BaseModel):
     """Base of every node's ``Params``: validated, documented, unknown keys rejected."""
 
