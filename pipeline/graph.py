@@ -126,8 +126,12 @@ def build(spec: GraphSpec) -> Graph:
 
 
 def _default_port(ports: tuple[str, ...], node: str, kind: str, line: int, where) -> str:
+    """The port a bare node name means: its only one, else its main one (``in`` / ``out``)."""
     if len(ports) == 1:
         return ports[0]
+    main = "in" if kind == "input" else "out"
+    if main in ports:
+        return main
     if not ports:
         raise ConfigError(f"{where(line)}: node {node!r} has no {kind} ports")
     raise ConfigError(f"{where(line)}: node {node!r} has {kind} ports {', '.join(ports)}; "
