@@ -52,6 +52,8 @@ class EEGFile(Source):
         picks: str | list[str] | None = Field(
             None, description="channels: names, or types such as 'eeg' (MNE picks); "
                               "default: every data channel")
+        standardize: bool = Field(False, description="rename BCI2000-style channels first "
+                                                     "(C3.. -> C3), as MNE's eegbci.standardize")
         loop: bool = Field(False, description="start again at the end (times keep increasing)")
         allow_truncated: bool = Field(False, description="replay a file cut short instead of "
                                                          "refusing it")
@@ -66,6 +68,8 @@ class EEGFile(Source):
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         p = self.params
         self.raw = self._read_header(Path(p.path))
+        if p.standardize:
+            mne.datasets.eegbci.standardize(self.raw)
         try:
             self.raw.pick(p.picks if p.picks is not None else "data", exclude=())
         except ValueError as e:

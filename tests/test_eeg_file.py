@@ -91,6 +91,8 @@ def test_picks_by_name_and_type_with_a_clear_error_listing_the_channels() -> Non
     path = edf_files()[0]
     _, info = source(path, picks=["C3..", "Cz..", "C4.."])
     assert info["out"].channel_names == ("C3..", "Cz..", "C4..") and info["out"].shape == (3,)
+    _, info = source(path, picks=["C3", "Cz"], standardize=True)
+    assert info["out"].channel_names == ("C3", "Cz")
     with pytest.raises(ParamError) as e:
         source(path, picks=["C3"])
     assert e.value.field == "picks" and str(path) in str(e.value) and "C3.." in str(e.value)

@@ -22,16 +22,17 @@ def test_demo_config_runs_for_its_duration_and_exits_cleanly(run_graph) -> None:
     assert g.finish() == 0, g.stderr
     fig = g.figures()
     assert fig["eeg"]["frames_out"] > 0
-    # lossless edge into the recorder: it holds every frame the gain stage emitted
+    # lossless edge into the recorder: it holds every frame the last filter emitted
     rec = read_recording(g.graph.parent / "demo-recording.nfr")
-    assert len(rec.frames) == fig["scale"]["frames_out"] == fig["rec"]["frames_in"]
+    assert len(rec.frames) == fig["notch"]["frames_out"] == fig["rec"]["frames_in"]
     assert [f.seq for f in rec.frames] == list(range(len(rec.frames)))
-    assert fig["sink"]["lat_p50_ms"] is not None and fig["scale"]["proc_p50_us"] is not None
+    assert fig["sink"]["lat_p50_ms"] is not None and fig["band"]["proc_p50_us"] is not None
 
 
 def test_fused_groups_run_the_same_graph_in_fewer_processes(run_graph) -> None:
     demo = (Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text()
-    g = run_graph(demo + "groups:\n  dsp: [eeg, scale, rec]\n", "--duration", "2")
+    demo = demo.replace("dsp: [reref, band, notch]", "dsp: [eeg, reref, band, notch, rec]")
+    g = run_graph(demo, "--duration", "2")
     assert g.finish() == 0, g.stderr
     assert sorted(e["group"] for e in g.events("started")) == ["dsp", "sink"]
     fig = g.figures()
