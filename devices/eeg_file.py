@@ -18,13 +18,14 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Mapping
 
 import mne
 import numpy as np
 from mne.io.constants import FIFF
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from devices.pacing import Speed, speed_factor
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
 from pipeline.clock import now_ns
 from pipeline.node import Output
@@ -45,9 +46,7 @@ class EEGFile(Source):
 
     class Params(NodeParams):
         path: str = Field(description="recording to replay (any format mne.io.read_raw reads)")
-        speed: float | Literal["realtime", "max"] = Field(
-            "realtime", description="'realtime', a multiple of real time, or 'max' (as fast as "
-                                    "the graph takes it: use lossless edges)")
+        speed: Speed = "realtime"
         chunk: int = Field(16, ge=1, description="samples per frame")
         picks: str | list[str] | None = Field(
             None, description="channels: names, or types such as 'eeg' (MNE picks); "
@@ -57,13 +56,6 @@ class EEGFile(Source):
         loop: bool = Field(False, description="start again at the end (times keep increasing)")
         allow_truncated: bool = Field(False, description="replay a file cut short instead of "
                                                          "refusing it")
-
-        @field_validator("speed")
-        @classmethod
-        def _positive(cls, v: float | str) -> float | str:
-            if isinstance(v, float) and v <= 0:
-                raise ValueError("speed must be > 0, 'realtime' or 'max'")
-            return v
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         p = self.params
@@ -82,8 +74,7 @@ class EEGFile(Source):
         self.srate = float(self.raw.info["sfreq"])
         self.n_times = int(self.raw.n_times)
         self.markers = self._markers()
-        speed = {"realtime": 1.0, "max": 0.0}.get(p.speed, p.speed)  # type: ignore[arg-type]
-        self.speed = float(speed)
+        self.speed = speed_factor(p.speed)
         self.reset()
         names = tuple(self.raw.ch_names)
         return {"out": StreamInfo(FrameKind.SAMPLES, self.srate, names, units, "float32",

@@ -10,11 +10,12 @@ apart, on absolute deadlines so the rate does not drift), or as fast as the grap
 from __future__ import annotations
 
 import time
-from typing import Literal, Mapping
+from typing import Mapping
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from devices.pacing import Speed, speed_factor
 from pipeline import Frame, FrameKind, NodeParams, Source, StreamInfo
 from pipeline.clock import now_ns
 from pipeline.node import Output
@@ -39,25 +40,16 @@ class SyntheticEEG(Source):
         amplitude: float = Field(10.0, ge=0, description="sine amplitude (µV)")
         noise: float = Field(5.0, ge=0, description="noise standard deviation (µV)")
         seed: int = Field(0, description="random seed (same seed, same signal)")
-        speed: float | Literal["realtime", "max"] = Field(
-            "realtime", description="'realtime', a multiple of real time, or 'max' (as fast as "
-                                    "the graph takes it: use lossless edges)")
+        speed: Speed = "realtime"
         max_frames: int | None = Field(None, ge=1, description="end of stream after this many frames")
         names: list[str] | None = Field(None, description="channel names (default EEG001...)")
-
-        @field_validator("speed")
-        @classmethod
-        def _positive(cls, v: float | str) -> float | str:
-            if isinstance(v, float) and v <= 0:
-                raise ValueError("speed must be > 0, 'realtime' or 'max'")
-            return v
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         p = self.params
         names = tuple(p.names) if p.names else tuple(f"EEG{i + 1:03d}" for i in range(p.channels))
         if len(names) != p.channels:
             raise ValueError(f"{len(names)} names for {p.channels} channels")
-        speed = {"realtime": 1.0, "max": 0.0}.get(p.speed, p.speed)  # type: ignore[arg-type]
+        speed = speed_factor(p.speed)
         self.period_ns = int(p.chunk / p.srate / speed * 1e9) if speed else 0
         self.phase = np.linspace(0, np.pi, p.channels, dtype=np.float64)[:, None]
         self.reset()

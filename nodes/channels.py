@@ -28,6 +28,19 @@ def standard_names(names: Iterable[str]) -> list[str]:
     return list(raw.ch_names)
 
 
+def _names(stream: StreamInfo, field: str) -> list[str]:
+    names = list(stream.channel_names)
+    if len(names) != stream.n_channels:
+        raise ParamError(field, f"the stream has {stream.n_channels} channels but {len(names)} names")
+    return names
+
+
+def _require(field: str, wanted: Iterable[str], names: list[str]) -> None:
+    missing = [n for n in wanted if n not in names]
+    if missing:
+        raise ParamError(field, f"no channel {', '.join(missing)}; the stream has {', '.join(names)}")
+
+
 class Pick(Node):
     """Keep some channels, in the order given: by name, by regular expression, minus exclusions."""
 
@@ -44,18 +57,12 @@ class Pick(Node):
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         stream, p = info["in"], self.params
-        names = list(stream.channel_names)
-        if len(names) != stream.n_channels:
-            raise ParamError("channels", f"the stream has {stream.n_channels} channels but "
-                                         f"{len(names)} names")
+        names = _names(stream, "channels")
         if p.standardize:
             names = standard_names(names)
         position = {n: i for i, n in enumerate(names)}
-        for field, wanted in (("channels", p.channels or []), ("exclude", p.exclude)):
-            missing = [n for n in wanted if n not in position]
-            if missing:
-                raise ParamError(field, f"no channel {', '.join(missing)}; the stream has "
-                                        f"{', '.join(names)}")
+        _require("channels", p.channels or [], names)
+        _require("exclude", p.exclude, names)
         keep = list(p.channels) if p.channels is not None else names
         if p.regex is not None:
             try:
@@ -95,16 +102,10 @@ class Reref(Node):
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         stream, p = info["in"], self.params
-        names = list(stream.channel_names)
-        if len(names) != stream.n_channels:
-            raise ParamError("ref", f"the stream has {stream.n_channels} channels but "
-                                    f"{len(names)} names")
+        names = _names(stream, "ref")
         refs = names if p.ref == "average" else list(p.ref)
-        for field, wanted in (("ref", refs), ("exclude", p.exclude)):
-            missing = [n for n in wanted if n not in names]
-            if missing:
-                raise ParamError(field, f"no channel {', '.join(missing)}; the stream has "
-                                        f"{', '.join(names)}")
+        _require("ref", refs, names)
+        _require("exclude", p.exclude, names)
         applies = np.array([n not in set(p.exclude) for n in names])
         ref_idx = [i for i, n in enumerate(names) if n in set(refs) and applies[i]]
         if not ref_idx:

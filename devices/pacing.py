@@ -1,0 +1,24 @@
+"""The ``speed`` parameter of every source that replays or simulates a device."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field
+
+
+def _positive(v: float | str) -> float | str:
+    if isinstance(v, float) and v <= 0:
+        raise ValueError("speed must be > 0, 'realtime' or 'max'")
+    return v
+
+
+#: ``realtime`` (the device's own rate), a multiple of it, or ``max`` (as fast as the graph takes it).
+Speed = Annotated[float | Literal["realtime", "max"], AfterValidator(_positive), Field(
+    description="'realtime', a multiple of real time, or 'max' (as fast as the graph takes it: "
+                "use lossless edges)")]
+
+
+def speed_factor(speed: float | str) -> float:
+    """Multiple of real time; 0.0 for ``max`` (no pacing)."""
+    return {"realtime": 1.0, "max": 0.0}.get(speed, speed)  # type: ignore[arg-type, return-value]
