@@ -15,7 +15,6 @@ config error naming the file and the problem, found before anything starts.
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 from typing import Mapping
@@ -25,13 +24,11 @@ import numpy as np
 from mne.io.constants import FIFF
 from pydantic import Field
 
-from devices.pacing import Speed, speed_factor
+from devices.pacing import Speed, speed_factor, wait_until
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
 from pipeline.clock import now_ns
 from pipeline.node import Output
 
-#: Longest a ``read`` blocks, so that a stop request is seen promptly.
-MAX_BLOCK_S = 0.1
 #: Seconds of signal read from the file at a time.
 BLOCK_S = 10.0
 #: MNE warnings that mean the data on disk is not what the header promises.
@@ -137,14 +134,9 @@ class EEGFile(Source):
         b = min(a + self.params.chunk, self.n_times)
         if self.t_start is None:
             self.t_start = now_ns()
-        if self.speed:
-            due = self.t_start + int((self.sent + b - a) / self.srate / self.speed * 1e9)
-            wait = (due - now_ns()) / 1e9
-            if wait > MAX_BLOCK_S:
-                time.sleep(MAX_BLOCK_S)
-                return []
-            if wait > 0:
-                time.sleep(wait)
+        if self.speed and not wait_until(
+                self.t_start + int((self.sent + b - a) / self.srate / self.speed * 1e9)):
+            return []
         data = self._samples(a, b)
         t0 = now_ns()
         offset = self.lap * self.n_times  # samples before this pass: times keep increasing

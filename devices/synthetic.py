@@ -9,19 +9,16 @@ apart, on absolute deadlines so the rate does not drift), or as fast as the grap
 
 from __future__ import annotations
 
-import time
 from typing import Mapping
 
 import numpy as np
 from pydantic import Field
 
-from devices.pacing import Speed, speed_factor
+from devices.pacing import Speed, speed_factor, wait_until
 from pipeline import Frame, FrameKind, NodeParams, Source, StreamInfo
 from pipeline.clock import now_ns
 from pipeline.node import Output
 
-#: Longest a ``read`` blocks, so that a stop request is seen promptly.
-MAX_BLOCK_S = 0.1
 #: Samples generated at a time.
 BLOCK = 1024
 
@@ -93,13 +90,8 @@ class SyntheticEEG(Source):
             self.t_start = now_ns()
         if self.next_chunk is None:  # made while waiting, as a device fills its buffer
             self.next_chunk = (self.n / p.srate, self.generate(p.chunk))
-        due = self.t_start + (self.frames + 1) * self.period_ns
-        wait = (due - now_ns()) / 1e9
-        if wait > MAX_BLOCK_S:
-            time.sleep(MAX_BLOCK_S)
+        if not wait_until(self.t_start + (self.frames + 1) * self.period_ns):
             return []
-        if wait > 0:
-            time.sleep(wait)
         t_device, data = self.next_chunk
         self.next_chunk = None
         self.frames += 1
