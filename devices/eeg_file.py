@@ -119,7 +119,7 @@ class EEGFile(Source):
 
     def _samples(self, a: int, b: int) -> np.ndarray:
         """File samples ``a .. b`` (b - a <= one block), float32, scaled."""
-        if not self.block_start <= a or b > self.block_start + self.block.shape[1]:
+        if a < self.block_start or b > self.block_start + self.block.shape[1]:
             stop = min(self.n_times, max(b, a + int(BLOCK_S * self.srate)))
             self.block = (self.raw.get_data(start=a, stop=stop) * self.scale).astype(np.float32)
             self.block_start = a
@@ -134,10 +134,10 @@ class EEGFile(Source):
         b = min(a + self.params.chunk, self.n_times)
         if self.t_start is None:
             self.t_start = now_ns()
+        data = self._samples(a, b)  # read from disk before the wait: the release only stamps
         if self.speed and not wait_until(
                 self.t_start + int((self.sent + b - a) / self.srate / self.speed * 1e9)):
             return []
-        data = self._samples(a, b)
         t0 = now_ns()
         offset = self.lap * self.n_times  # samples before this pass: times keep increasing
         out: list[Output] = [("out", Frame(FrameKind.SAMPLES, data, t0,

@@ -29,6 +29,10 @@ class StreamingSOS:
         else:
             self.zi = signal.sosfilt_zi(self.sos)[:, None, :] * np.asarray(first, np.float64)[None, :, None]
 
+    def dc_gain(self) -> float:
+        """Gain at 0 Hz: what a constant input becomes."""
+        return float(np.prod(self.sos[:, :3].sum(axis=1) / self.sos[:, 3:].sum(axis=1)))
+
     def recover(self) -> int:
         """Zero the state of channels whose state went non-finite (a NaN input would otherwise
         stay in the recursion for ever); return how many."""
@@ -60,6 +64,10 @@ class StreamingFIR:
             # lfilter_zi for b = h, a = 1: the tail sums of the taps
             tail = np.cumsum(self.h[::-1])[::-1][1:]
             self.zi = tail[None, :] * np.asarray(first, np.float64)[:, None]
+
+    def dc_gain(self) -> float:
+        """Gain at 0 Hz: what a constant input becomes."""
+        return float(self.h.sum())
 
     def recover(self) -> int:
         """Zero the state of channels whose state went non-finite; return how many."""

@@ -58,7 +58,7 @@ class StreamFilter(Node):
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         stream = info["in"]
         if stream.srate <= 0:
-            raise ParamError("method", f"needs a regular sampling rate; the stream has none")
+            raise ParamError("method", "needs a regular sampling rate; the stream has none")
         self.channels = stream.n_channels
         p = self.params
         self.sos: np.ndarray | None = None
@@ -107,7 +107,7 @@ class StreamFilter(Node):
             first = np.asarray(x[:, 0], np.float64)
             for stage in self.stages:
                 stage.reset(first)
-                first = first * _dc_gain(stage)
+                first = first * stage.dc_gain()
         self.started = True
         y = x
         for stage in self.stages:
@@ -120,14 +120,6 @@ class StreamFilter(Node):
         if x.shape[0] != self.channels:
             raise ValueError(f"frame has {x.shape[0]} channels, the stream {self.channels}")
         yield "out", frame.with_data(self.filter(x).astype(np.float32))
-
-
-def _dc_gain(stage: StreamingSOS | StreamingFIR) -> float:
-    """Gain at 0 Hz: what a constant input becomes after ``stage``."""
-    if isinstance(stage, StreamingFIR):
-        return float(stage.h.sum())
-    sos = stage.sos
-    return float(np.prod(sos[:, :3].sum(axis=1) / sos[:, 3:].sum(axis=1)))
 
 
 def _check_freq(field: str, value: float, srate: float) -> None:
