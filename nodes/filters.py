@@ -96,6 +96,9 @@ class StreamFilter(Node):
                                         h_trans_bandwidth=p.trans_bandwidth,
                                         fir_design="firwin", verbose="error")
 
+    def figures(self) -> dict[str, int]:
+        return {"nan_resets": self.nan_resets}
+
     def reset(self) -> None:
         for stage in self.stages:
             stage.reset()

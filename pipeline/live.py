@@ -25,7 +25,7 @@ def table(title: str, figures: dict[str, dict[str, Any]]) -> Table:
                          ("proc p50 µs", "right"), ("proc p99 µs", "right"),
                          ("lat p50 ms", "right"), ("lat p99 ms", "right"), ("lat max ms", "right"),
                          ("drops", "right"), ("queue", "right"), ("errors", "right"),
-                         ("restarts", "right")):
+                         ("restarts", "right"), ("node figures", "left")):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
     for node, f in figures.items():
         drops = sum(f.get(k) or 0 for k in ("drops", "queue_drops", "send_drops"))
@@ -34,7 +34,8 @@ def table(title: str, figures: dict[str, dict[str, Any]]) -> Table:
                   _fmt(f.get("proc_p50_us"), 1), _fmt(f.get("proc_p99_us"), 1),
                   _fmt(f.get("lat_p50_ms"), 3), _fmt(f.get("lat_p99_ms"), 3),
                   _fmt(f.get("lat_max_ms"), 3), str(drops), _fmt(f.get("queue")),
-                  str(errors), _fmt(f.get("restarts")))
+                  str(errors), _fmt(f.get("restarts")),
+                  " ".join(f"{k}={_fmt(v)}" for k, v in (f.get("node") or {}).items()))
     return t
 
 

@@ -15,6 +15,8 @@ from pipeline.frame import Frame, FrameKind
 from pipeline.info import StreamInfo
 
 Output = tuple[str, Frame]
+#: A node-specific live figure: a count, a rate, an offset.
+Figure = int | float | str | None
 
 
 class ParamError(ValueError):
@@ -72,6 +74,12 @@ class Node:
     def close(self) -> Iterable[Output]:
         """End of stream: flush files and devices; may yield last frames (a partial window)."""
         return ()
+
+    def figures(self) -> dict[str, Figure]:
+        """Node-specific live figures (a source's measured rate, a guard's rejections), read once
+        a second from another thread and shown beside the runtime's own; plain numbers only.
+        A restarted worker's nodes start their figures again (only runtime counters are summed)."""
+        return {}
 
 
 class Source(Node):

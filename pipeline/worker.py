@@ -51,16 +51,22 @@ class NodeFailed(Exception):
     """A node cannot go on; the message names it and carries its traceback."""
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number msgpack can send."""
+    return value.item() if hasattr(value, "item") else value
+
+
 class Reporter(threading.Thread):
     """Owns the socket to the supervisor: metrics once a second, errors as they happen."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, group: str, stats: dict[str, NodeStats]):
+    def __init__(self, ctx: zmq.Context, endpoint: str, group: str, stats: dict[str, NodeStats],
+                 nodes: dict[str, Node]):
         super().__init__(name="reporter", daemon=True)
         self.sock = ctx.socket(zmq.PUSH)
         self.sock.setsockopt(zmq.LINGER, 2000)
         self.sock.setsockopt(zmq.SNDTIMEO, 1000)
         self.sock.connect(endpoint)
-        self.group, self.stats = group, stats
+        self.group, self.stats, self.nodes = group, stats, nodes
         self.outbox: queue.Queue[dict[str, Any] | None] = queue.Queue()
         self.last = time.monotonic()
         self.parent = os.getppid()
@@ -79,7 +85,16 @@ class Reporter(threading.Thread):
     def _metrics(self, kind: str = "metrics") -> dict[str, Any]:
         now = time.monotonic()
         interval, self.last = max(now - self.last, 1e-3), now
-        return {"type": kind, "nodes": {n: s.snapshot(interval) for n, s in self.stats.items()}}
+        figures = {}
+        for name, stats in self.stats.items():
+            figures[name] = stats.snapshot(interval)
+            node = self.nodes.get(name)
+            if node is not None:
+                try:
+                    figures[name]["node"] = {k: _plain(v) for k, v in node.figures().items()}
+                except Exception as e:  # a figure is not worth a crash; say why it is missing
+                    figures[name]["node"] = {"figures_error": f"{type(e).__name__}: {e}"}
+        return {"type": kind, "nodes": figures}
 
     def run(self) -> None:
         while True:
@@ -118,8 +133,8 @@ class Worker:
         members = plan.groups[group]["nodes"]
         self.order = [n for n in plan.order if n in members]
         self.stats = {n: NodeStats() for n in self.order}
-        self.reporter = Reporter(self.ctx, plan.supervisor_endpoint, group, self.stats)
         self.nodes: dict[str, Node] = {}
+        self.reporter = Reporter(self.ctx, plan.supervisor_endpoint, group, self.stats, self.nodes)
         self.consecutive_errors = dict.fromkeys(self.order, 0)
         self.seq: dict[tuple[str, str], int] = {}
         self.topic: dict[tuple[str, str], bytes] = {}

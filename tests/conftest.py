@@ -15,6 +15,8 @@ from typing import Any, Callable
 import pytest
 
 TESTS = Path(__file__).resolve().parent
+# LSL on loopback only, for this process and every worker it starts (set before pylsl is imported).
+os.environ["LSLAPICFG"] = str(TESTS.parent / "configs" / "lsl_api.cfg")
 
 
 def data_path() -> Path:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping
 
+import numpy as np
+
 from pipeline import Frame, FrameKind, Node, NodeParams, Sink, StreamInfo, StreamMismatch
 from pipeline.node import Output
 
@@ -55,4 +57,16 @@ class Explode(Node):
                 yield "nope", frame
                 return
             raise RuntimeError(f"boom at seq {frame.seq}")
+        yield "out", frame
+
+
+class NaNBurst(Node):
+    """Passes samples through, except that the frames whose seq is in ``bad`` become all NaN."""
+
+    class Params(NodeParams):
+        bad: list[int] = []
+
+    def process(self, port: str, frame: Frame) -> Iterable[Output]:
+        if frame.seq in self.params.bad:
+            frame = frame.with_data(np.full_like(frame.data, np.nan))
         yield "out", frame

@@ -180,6 +180,25 @@ def test_a_node_error_is_counted_and_survived(run_graph) -> None:
     assert "node 'odd' emitted ('nope', Frame(samples, seq=3" in g.stderr
 
 
+def test_node_figures_reach_the_metrics_file(run_graph) -> None:
+    # two all-NaN chunks reach the filter: every channel's state is restarted twice, and the
+    # filter says so in its own figures, next to the runtime's
+    g = run_graph("""\
+        nodes:
+          src: {type: synthetic_eeg, channels: 3, srate: 500, chunk: 5, max_frames: 40}
+          nan: {type: "plugins:NaNBurst", bad: [10, 20]}
+          band: {type: bandpass, low: 1, high: 40}
+          sink: {type: "null"}
+        edges:
+          - {chain: src -> nan -> band -> sink, policy: lossless}
+        groups: {one: [src, nan], two: [band, sink]}
+        """)
+    assert g.finish() == 0, g.stderr
+    fig = g.figures()
+    assert fig["band"]["node"] == {"nan_resets": 6}
+    assert fig["sink"]["frames_in"] == 40
+
+
 def test_a_node_that_keeps_failing_ends_the_run_with_its_name_and_traceback(run_graph) -> None:
     g = run_graph("""\
         nodes:
