@@ -64,6 +64,11 @@ class Node:
             raise NotImplementedError(f"{type(self).__name__} must define setup()")
         return {port: info[self.inputs[0]] for port in self.outputs}
 
+    def open(self) -> None:
+        """Acquire what the node holds while it runs (a device, an LSL outlet, a file): called in
+        the worker after ``setup`` and before any frame. ``setup`` also runs when a graph is only
+        validated, so it must not open anything. May raise; the supervisor restarts the group."""
+
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
         """Handle one frame arriving on input ``port``; yield ``(output_port, frame)`` pairs."""
         raise NotImplementedError
@@ -85,7 +90,8 @@ class Node:
 class Source(Node):
     """A node at the graph's edge that produces frames from a device, a file or a generator.
 
-    The runtime runs each source in its own thread: ``open()``, then ``read()`` in a loop until it
+    The runtime runs each source in its own thread: ``open()`` (in that thread: it may block on a
+    device), then ``read()`` in a loop until it
     returns ``None`` or the graph stops, then ``close()``. ``read`` blocks until data is there
     (or ~100 ms pass, returning an empty list) and stamps ``t_origin_ns`` when the data is read.
     A source that must poll a device does so inside ``read`` at intervals of at most 1 ms.
@@ -95,9 +101,6 @@ class Source(Node):
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         raise NotImplementedError(f"{type(self).__name__} must define setup()")
-
-    def open(self) -> None:
-        """Connect to the device or open the file (may raise; the supervisor retries)."""
 
     def read(self) -> list[Output] | None:
         """Frames read since the last call; ``[]`` if none yet; ``None`` at end of stream."""

@@ -159,6 +159,8 @@ class Worker:
             cls = resolve(spec["type"])
             node = cls(cls.Params(**spec["params"]), name)
             node.setup({p: StreamInfo.from_dict(i) for p, i in spec["inputs"].items()})
+            if not isinstance(node, Source):  # a source opens in its own thread
+                node.open()
             self.nodes[name] = node
             self.open_inputs[name] = set(cls.inputs)
             for port in cls.outputs:
