@@ -96,7 +96,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeline.live import LiveView, table
+    from pipeline.live import LiveView, view
     from pipeline.supervisor import Supervisor, make_run_dir, remove_run_dir
 
     g = _build(args)
@@ -115,19 +115,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     metrics = open(args.metrics, "w") if args.metrics else None
     console = Console()
     live = args.live if args.live is not None else console.is_terminal
-    view = LiveView(g.spec.name, console) if live else None
+    screen = LiveView(g.spec.name, console) if live else None
     try:
         sup = Supervisor(plan.make_plan(g, run_dir), host, run_dir, duration=args.duration,
                          metrics_file=metrics,
-                         on_tick=(lambda s: view.update(s.figures())) if view else None)
-        if view:
-            with view:
+                         on_tick=(lambda s: screen.update(s.figures())) if screen else None)
+        if screen:
+            with screen:
                 rc = sup.run()
-                view.update(sup.figures())  # the final counts stay on screen
+                screen.update(sup.figures())  # the final counts stay on screen
         else:
             rc = sup.run()
             if not args.quiet:
-                console.print(table(f"{g.spec.name}: final figures", sup.figures()))
+                console.print(view(f"{g.spec.name}: final figures", sup.figures()))
         for msg in sup.failures:
             console.print(f"[red]failed:[/red] {msg}", markup=True, highlight=False)
         return rc

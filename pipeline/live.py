@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -18,14 +18,22 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def view(title: str, figures: dict[str, dict[str, Any]]) -> Group:
+    """The runtime's figures per node, then each node's own (a source's measured rate, a
+    filter's NaN resets) as ``name=value`` lines: also the end-of-run summary."""
+    own = [f"[bold]{node}[/]: " + "  ".join(f"{k}={_fmt(v)}" for k, v in f["node"].items())
+           for node, f in figures.items() if f.get("node")]
+    return Group(table(title, figures), *own)
+
+
 def table(title: str, figures: dict[str, dict[str, Any]]) -> Table:
-    """The per-node figures as a rich Table (also used for the end-of-run summary)."""
+    """The runtime's per-node figures as a rich Table."""
     t = Table(title=title, title_justify="left", expand=False)
     for col, justify in (("node", "left"), ("group", "left"), ("in/s", "right"), ("out/s", "right"),
                          ("proc p50 µs", "right"), ("proc p99 µs", "right"),
                          ("lat p50 ms", "right"), ("lat p99 ms", "right"), ("lat max ms", "right"),
                          ("drops", "right"), ("queue", "right"), ("errors", "right"),
-                         ("restarts", "right"), ("node figures", "left")):
+                         ("restarts", "right")):
         t.add_column(col, justify=justify)  # type: ignore[arg-type]
     for node, f in figures.items():
         drops = sum(f.get(k) or 0 for k in ("drops", "queue_drops", "send_drops"))
@@ -34,8 +42,7 @@ def table(title: str, figures: dict[str, dict[str, Any]]) -> Table:
                   _fmt(f.get("proc_p50_us"), 1), _fmt(f.get("proc_p99_us"), 1),
                   _fmt(f.get("lat_p50_ms"), 3), _fmt(f.get("lat_p99_ms"), 3),
                   _fmt(f.get("lat_max_ms"), 3), str(drops), _fmt(f.get("queue")),
-                  str(errors), _fmt(f.get("restarts")),
-                  " ".join(f"{k}={_fmt(v)}" for k, v in (f.get("node") or {}).items()))
+                  str(errors), _fmt(f.get("restarts")))
     return t
 
 
@@ -46,7 +53,7 @@ class LiveView:
         self.name = name
         self.console = console or Console()
         self.t0 = time.monotonic()
-        self.live = Live(table(name, {}), console=self.console, auto_refresh=False,
+        self.live = Live(view(name, {}), console=self.console, auto_refresh=False,
                          transient=False)
 
     def __enter__(self) -> LiveView:
@@ -58,4 +65,4 @@ class LiveView:
 
     def update(self, figures: dict[str, dict[str, Any]]) -> None:
         title = f"{self.name} — {time.monotonic() - self.t0:.0f} s (Ctrl-C stops in order)"
-        self.live.update(table(title, figures), refresh=True)
+        self.live.update(view(title, figures), refresh=True)

@@ -29,6 +29,9 @@ from pipeline.plan import Plan
 TICK_S = 0.1
 #: After "stop now" (SIGUSR2), how long a worker has to flush its sinks before it is killed.
 ABORT_GRACE_S = 3.0
+#: ``--duration`` counts from the moment every group is ready; a graph still starting this long
+#: after its duration would have ended is stopped anyway.
+STARTUP_GRACE_S = 60.0
 
 
 @dataclass
@@ -266,7 +269,9 @@ class Supervisor:
                     next_tick += 1.0
                     self._tick()
                     self._release_if_all_finished()
-                if self.duration is not None and now - (self.t_go or self.t0) >= self.duration:
+                if self.duration is not None and (
+                        now - self.t0 >= self.duration + STARTUP_GRACE_S if self.t_go is None
+                        else now - self.t_go >= self.duration):
                     self.shutdown_requested = True
                 if self.shutdown_requested and self.shutdown_started is None:
                     self._start_shutdown(now)

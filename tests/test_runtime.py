@@ -34,10 +34,10 @@ def test_fused_groups_run_the_same_graph_in_fewer_processes(run_graph) -> None:
     demo = demo.replace("dsp: [reref, band, notch]", "dsp: [eeg, reref, band, notch, rec]")
     g = run_graph(demo, "--duration", "2")
     assert g.finish() == 0, g.stderr
-    assert sorted(e["group"] for e in g.events("started")) == ["dsp", "sink"]
+    assert sorted(e["group"] for e in g.events("started")) == ["dsp", "lsl", "sink"]
     fig = g.figures()
     rec = read_recording(g.graph.parent / "demo-recording.nfr")
-    assert len(rec.frames) == fig["eeg"]["frames_out"] == fig["sink"]["frames_in"] > 0
+    assert len(rec.frames) == fig["notch"]["frames_out"] == fig["sink"]["frames_in"] > 0
     assert [f.seq for f in rec.frames] == list(range(len(rec.frames)))
 
 
