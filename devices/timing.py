@@ -33,10 +33,14 @@ class StreamTiming:
         Nominal rate (Hz) the device declares; 0 for irregular streams (no gaps, no rate error).
     window_s : float
         Host seconds over which rates and the clock offset are measured.
+    stamp_gaps : bool
+        Count gaps from the stamps; off for devices whose stamps are assigned on the host in
+        bursts (BrainFlow), where a packet counter tells losses instead.
     """
 
-    def __init__(self, srate: float, window_s: float = 10.0) -> None:
+    def __init__(self, srate: float, window_s: float = 10.0, stamp_gaps: bool = True) -> None:
         self.srate = srate
+        self.stamp_gaps = stamp_gaps and srate > 0
         self.window_s = window_s
         self.samples = 0
         self.gaps = 0
@@ -52,7 +56,7 @@ class StreamTiming:
         chunks must not look like a rate change."""
         if not len(stamps):
             return
-        if self.srate > 0:
+        if self.stamp_gaps:
             previous = stamps[:-1] if self.last_stamp is None else \
                 np.concatenate(([self.last_stamp], stamps[:-1]))
             steps = (stamps[-len(previous):] - previous) * self.srate
