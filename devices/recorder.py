@@ -1,56 +1,122 @@
-"""Record frames to a file, losslessly, and read them back.
+"""Record a stream to a file, losslessly: our own ``.nfr`` for any stream, or FIF for EEG.
 
-The ``.nfr`` format reuses the wire codec, so a recording holds exactly what crossed the edge::
+The format follows the path's extension.
+
+``.nfr`` reuses the wire codec, so a recording holds exactly what crossed the edge::
 
     b"NFREC1\\n"  u32 length + JSON {"node", "info": StreamInfo}
     then per frame:  u32 header length, header (pipeline.codec),  u64 payload length, payload
 
 A file cut short (a crash, a full disk) reads back up to its last whole frame and says so.
+
+``.fif`` / ``.fif.gz`` (MNE's format, read by ``mne.io.read_raw_fif``) holds a ``samples`` stream
+and, given a ``markers`` input, its markers as annotations; so any EEG tool can open what a graph
+recorded. MNE writes a FIF file in one go, so the samples are kept in memory (4 bytes per sample
+and channel, and up to 8 more while the file is written) until close; ``max_duration`` bounds that,
+and samples past it are counted (``dropped_samples``), not written. Exactness: the file stores
+the stream's float32 numbers themselves, and each channel's FIF calibration ``cal`` (a float32
+in the file) turns them into SI units: 1e-6 for µV, so MNE reads volts, and
+``raw.get_data(units="uV")`` cast to float32 gives back the recorded samples bit for bit (any
+unit: ``raw.get_data() / cal``; ``units="mV"`` is not exact, float32(1e-3) is too far off). The
+``cal`` in memory is the float32 value too, so what MNE reads equals what it was given, bit for
+bit, in float64 (a volt value is off by float32(1e-6) / 1e-6 - 1 = -2.5e-9, relative). Voltage
+channels (V, mV, µV) are typed ``eeg``, others ``misc`` with ``cal`` 1.
+
+A marker's onset is placed on the samples' own time axis when both streams name the same clock
+(``t_device``, as ``eeg_file`` sends them), else by host time (``t_origin_ns``: to within the
+chunk that carried it); its ``meta["duration"]`` (s) becomes the annotation's duration. Frames
+dropped on the way in (a gap in ``seq``: record over lossless edges) are counted (``gaps``) and
+marked with a ``BAD_gap`` annotation where the time axis jumps.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import struct
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator, Mapping
 
+import mne
+import numpy as np
 from pydantic import Field
 
-from pipeline import Frame, NodeParams, Sink, StreamInfo
+from pipeline import Frame, FrameKind, NodeParams, ParamError, Sink, StreamInfo, StreamMismatch
 from pipeline.clock import now_ns
 from pipeline.codec import FrameDecodeError, decode, encode_header, payload_of
-from pipeline.node import Output
+from pipeline.node import Figure, Output
 
 MAGIC = b"NFREC1\n"
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 FLUSH_EVERY_NS = 1_000_000_000
+FIF_SUFFIXES = (".fif", ".fif.gz")
+#: Volts per unit of the voltage units a samples stream may declare.
+VOLTS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6}
+GAP = "BAD_gap"
 
 
 class Recorder(Sink):
-    """Write every frame to an ``.nfr`` file (flushed each second and at end of stream)."""
+    """Write a stream to ``path``: every frame (``.nfr``), or samples and markers (``.fif``).
+
+    A ``.fif`` recorder takes markers on its optional second input, ``markers``.
+    """
 
     type_name = "recorder"
+    inputs = ("in", "markers")
+    optional = ("markers",)
 
     class Params(NodeParams):
-        path: str = Field(description="output file (.nfr)")
+        path: str = Field(description="output file: .nfr (any stream, every frame as on the "
+                                      "wire) or .fif / .fif.gz (a samples stream, written at "
+                                      "close)")
+        max_duration: float = Field(3600.0, gt=0, description=".fif: seconds of samples held in "
+                                                              "memory until close; later ones are "
+                                                              "counted as dropped_samples")
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
-        self.info = info["in"]
-        self.file: BinaryIO | None = None
+        path = Path(self.params.path)
+        if path.name.endswith(".nfr"):
+            self.file: NfrFile | FifFile = NfrFile(path, self.name, info)
+        elif path.name.endswith(FIF_SUFFIXES):
+            self.file = FifFile(path, info, self.params.max_duration)
+        else:
+            raise ParamError("path", f"{path}: unknown extension; a recording is .nfr (any "
+                                     f"stream) or {' / '.join(FIF_SUFFIXES)} (EEG samples)")
         return {}
 
+    def process(self, port: str, frame: Frame) -> Iterable[Output]:
+        self.file.write(port, frame)
+        return ()
+
+    def close(self) -> Iterable[Output]:
+        self.file.close()
+        return ()
+
+    def figures(self) -> dict[str, Figure]:
+        return self.file.figures()
+
+
+class NfrFile:
+    """Every frame of one stream, appended as it arrives (flushed each second and at close)."""
+
+    def __init__(self, path: Path, node: str, info: Mapping[str, StreamInfo]) -> None:
+        if set(info) != {"in"}:
+            raise StreamMismatch("a .nfr recording holds one stream; record markers with a "
+                                 "second recorder, or use a .fif path")
+        self.path, self.node, self.info = path, node, info["in"]
+        self.file: BinaryIO | None = None
+
     def _open(self) -> BinaryIO:
-        path = Path(self.params.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(path, "wb", buffering=1 << 20)
-        head = json.dumps({"node": self.name, "info": self.info.to_dict()}).encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "wb", buffering=1 << 20)
+        head = json.dumps({"node": self.node, "info": self.info.to_dict()}).encode()
         f.write(MAGIC + _U32.pack(len(head)) + head)
         self.last_flush = now_ns()
         return f
 
-    def process(self, port: str, frame: Frame) -> Iterable[Output]:
+    def write(self, port: str, frame: Frame) -> None:
         f = self.file or self._open()
         self.file = f
         header = encode_header(frame)
@@ -62,13 +128,130 @@ class Recorder(Sink):
         if now_ns() - self.last_flush > FLUSH_EVERY_NS:
             f.flush()
             self.last_flush = now_ns()
-        return ()
 
-    def close(self) -> Iterable[Output]:
+    def close(self) -> None:
         if self.file is None:  # nothing arrived: still leave a valid, empty recording
             self.file = self._open()
         self.file.close()
-        return ()
+
+    def figures(self) -> dict[str, Figure]:
+        return {}
+
+
+class FifFile:
+    """A samples stream (port ``in``) and its markers (port ``markers``), written at close."""
+
+    def __init__(self, path: Path, info: Mapping[str, StreamInfo], max_duration: float) -> None:
+        stream, markers = info["in"], info.get("markers")
+        if stream.kind is not FrameKind.SAMPLES:
+            raise StreamMismatch(f"a .fif recording holds a samples stream on 'in', not "
+                                 f"{stream.kind.value}; record it as .nfr")
+        if stream.srate <= 0:
+            raise StreamMismatch("a .fif recording needs a regular sampling rate; the stream "
+                                 "has none")
+        if markers is not None and markers.kind is not FrameKind.MARKERS:
+            raise StreamMismatch(f"input 'markers' takes a markers stream, not "
+                                 f"{markers.kind.value}")
+        self.path, self.srate = path, stream.srate
+        n = stream.n_channels
+        names = list(stream.channel_names) or [f"ch{i + 1}" for i in range(n)]
+        units = stream.units or ("",) * n
+        self.info = mne.create_info(names, stream.srate,
+                                    ["eeg" if u in VOLTS else "misc" for u in units],
+                                    verbose="error")
+        # FIF keeps cal as float32: hold that value, so the file stores our numbers themselves
+        self.cal = np.array([np.float32(VOLTS.get(u, 1.0)) for u in units], np.float64)
+        for ch, cal in zip(self.info["chs"], self.cal):
+            ch["cal"] = float(cal)
+        self.device_clock = markers is not None and markers.clock != "" \
+            and markers.clock == stream.clock
+        self.max_samples = int(max_duration * stream.srate)
+        self.chunks: deque[np.ndarray] = deque()
+        self.n = 0                  # samples kept
+        self.dropped = 0            # samples past max_duration
+        self.last_seq: int | None = None
+        self.t0_ns: int | None = None  # t_origin_ns of the first samples frame
+        self.anchors: list[tuple[float, int]] = []  # (t_device, sample) where the time axis starts
+        self.gaps: list[int] = []   # samples at which dropped frames were missing
+        self.markers: list[tuple[float | None, int, list[str], float]] = []
+        self.outside = 0            # markers beyond the recorded samples
+
+    def write(self, port: str, frame: Frame) -> None:
+        if port == "markers":
+            duration = float((frame.meta or {}).get("duration") or 0.0)
+            self.markers.append((frame.t_device, frame.t_origin_ns,
+                                 [str(d) for d in frame.data], duration))
+        else:
+            self._samples(frame)
+
+    def _samples(self, frame: Frame) -> None:
+        x = frame.data
+        if x.ndim != 2 or x.shape[0] != len(self.cal):
+            raise ValueError(f"frame of shape {list(x.shape)}; the stream has {len(self.cal)} "
+                             f"channels")
+        take = min(x.shape[1], self.max_samples - self.n)
+        self.dropped += x.shape[1] - take
+        if take <= 0:
+            return
+        if self.t0_ns is None:
+            self.t0_ns = frame.t_origin_ns
+        jumped = self.last_seq is not None and frame.seq > self.last_seq + 1
+        self.last_seq = frame.seq
+        if jumped:
+            self.gaps.append(self.n)
+        if frame.t_device is not None and (jumped or not self.anchors):
+            self.anchors.append((frame.t_device, self.n))
+        self.chunks.append(x[:, :take])
+        self.n += take
+
+    def _onset(self, t_device: float | None, t_origin_ns: int) -> float:
+        """Seconds from the first recorded sample to a marker."""
+        if self.device_clock and t_device is not None and self.anchors:
+            # the last anchor at or before the marker (half a sample early still counts)
+            k = bisect.bisect_right([t for t, _ in self.anchors], t_device + 0.5 / self.srate)
+            t, sample = self.anchors[max(k - 1, 0)]
+            return sample / self.srate + (t_device - t)
+        assert self.t0_ns is not None
+        return (t_origin_ns - self.t0_ns) / 1e9
+
+    def annotations(self) -> mne.Annotations:
+        """The markers and gaps as annotations (markers outside the samples counted, left out)."""
+        onset, duration, description = [], [], []
+        self.outside = 0
+        for t_device, t_origin_ns, texts, dur in self.markers:
+            t = self._onset(t_device, t_origin_ns)
+            if not 0 <= t < self.n / self.srate:
+                self.outside += 1
+                continue
+            for text in texts:
+                onset.append(t)
+                duration.append(dur)
+                description.append(text)
+        for sample in self.gaps:
+            onset.append(sample / self.srate)
+            duration.append(0.0)
+            description.append(GAP)
+        return mne.Annotations(onset, duration, description)
+
+    def close(self) -> None:
+        if not self.n:
+            raise RuntimeError(f"{self.path}: no samples arrived, nothing written (a FIF file "
+                               f"cannot hold an empty recording)")
+        data = np.empty((len(self.cal), self.n))
+        pos = 0
+        while self.chunks:  # free each chunk once copied
+            chunk = self.chunks.popleft()
+            data[:, pos:pos + chunk.shape[1]] = chunk
+            pos += chunk.shape[1]
+        data *= self.cal[:, None]
+        raw = mne.io.RawArray(data, self.info, verbose="error")
+        raw.set_annotations(self.annotations(), verbose="error")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        raw.save(self.path, fmt="single", overwrite=True, verbose="error")
+
+    def figures(self) -> dict[str, Figure]:
+        return {"samples": self.n, "dropped_samples": self.dropped, "gaps": len(self.gaps),
+                "markers": len(self.markers), "markers_outside": self.outside}
 
 
 @dataclass

@@ -73,7 +73,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             print(f"{name}: unavailable ({e})")
             continue
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        ins = ", ".join(cls.inputs) or "-"
+        ins = ", ".join(p + ("?" if p in cls.optional else "") for p in cls.inputs) or "-"
         outs = ", ".join(cls.outputs) or "-"
         print(f"{name}  [in: {ins}; out: {outs}]  {doc}")
         for field, info in cls.Params.model_fields.items():

@@ -94,7 +94,9 @@ def build(spec: GraphSpec) -> Graph:
         node = cls(params[name], name)
         info_in = {}
         for port in cls.inputs:
-            edge = feeding[(name, port)]
+            edge = feeding.get((name, port))
+            if edge is None:  # an optional input left unconnected
+                continue
             info = outputs[edge.src][edge.src_port]
             allowed = cls.accepts.get(port)
             if allowed and info.kind not in allowed:
@@ -167,7 +169,7 @@ def _resolve_edges(spec: GraphSpec, classes: dict[str, type[Node]]) -> list[Edge
         edges.append(edge)
     for name, cls in classes.items():
         for port in cls.inputs:
-            if (name, port) not in fed:
+            if (name, port) not in fed and port not in cls.optional:
                 raise ConfigError(f"{where(spec.nodes[name].line)}: node {name!r} "
                                   f"({spec.nodes[name].type}): input {port!r} is not connected")
     return edges

@@ -38,13 +38,15 @@ class Node:
     """A processing step: ``setup`` once from the upstream stream infos, then ``process`` frames.
 
     Subclasses set ``type_name`` (the YAML ``type``), ``inputs`` / ``outputs`` (port names),
-    optionally ``accepts`` (frame kinds allowed per input port, checked before ``setup``), and a
+    optionally ``optional`` (inputs that may stay unconnected: ``setup`` then gets no info for
+    them), ``accepts`` (frame kinds allowed per input port, checked before ``setup``), and a
     nested ``Params`` model.
     """
 
     type_name: ClassVar[str] = ""
     inputs: ClassVar[tuple[str, ...]] = ("in",)
     outputs: ClassVar[tuple[str, ...]] = ("out",)
+    optional: ClassVar[tuple[str, ...]] = ()  # inputs a graph may leave unconnected
     accepts: ClassVar[Mapping[str, tuple[FrameKind, ...]]] = {}
 
     class Params(NodeParams):

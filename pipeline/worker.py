@@ -162,7 +162,7 @@ class Worker:
             if not isinstance(node, Source):  # a source opens in its own thread
                 node.open()
             self.nodes[name] = node
-            self.open_inputs[name] = set(cls.inputs)
+            self.open_inputs[name] = set(spec["inputs"])  # the connected ones
             for port in cls.outputs:
                 self.seq[(name, port)] = 0
                 self.topic[(name, port)] = f"{name}.{port}".encode()

@@ -187,7 +187,8 @@ def test_nodes_cli_lists_every_type_with_params_defaults_and_docs() -> None:
     for name in ("synthetic_eeg", "gain", "console", "null", "recorder"):
         assert f"\n{name}  [in:" in "\n" + r.stdout
     assert "    srate: float, default 250.0 — sampling rate (Hz)" in r.stdout
-    assert "    path: str, required — output file (.nfr)" in r.stdout
+    assert "    path: str, required — output file: .nfr" in r.stdout
+    assert "\nrecorder  [in: in, markers?; out: -]" in r.stdout  # '?': an optional input
     one = cli("nodes", "gain")
     assert one.stdout.startswith("gain  [in: in; out: out]  Scale samples or tensors")
 
