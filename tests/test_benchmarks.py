@@ -1,0 +1,27 @@
+"""The benchmarks' graphs stay valid as nodes evolve (a renamed parameter must fail here, not in a
+benchmark run). Nothing is timed: benchmarks report figures, tests never judge them."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import config, graph
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))  # as when run
+
+import eeg_latency  # noqa: E402  (needs the path above, like its own `from hop_latency import`)
+
+
+@pytest.mark.parametrize("fused, processes", [(True, 1), (False, 5)])
+def test_eeg_latency_graph_builds_with_the_placement_it_claims(tmp_path: Path, fused: bool,
+                                                               processes: int) -> None:
+    spec = eeg_latency.front_end_graph("eeg", tmp_path / "probe.npy", fused=fused)
+    g = graph.build(config.loads(yaml.safe_dump(spec, sort_keys=False), "eeg.yaml"))
+    assert g.order == ["src", "band", "notch", "win", "sink"]
+    assert len(set(g.group_of.values())) == processes
+    window = g.outputs["win"]["out"]
+    assert window.shape == (64, 1000) and window.extra["step_s"] == 0.062  # 62.5 ms -> 62 samples
