@@ -222,7 +222,6 @@ class EdgeReceiver:
 
     def fill(self) -> None:
         """Move what the socket holds into the queue (realtime: all; lossless: one if empty)."""
-        sock = self.sock
         if self.lossless:
             if not self.pending and not self.eos and self.readable():
                 self.receive()

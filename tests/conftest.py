@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pytest
 
 TESTS = Path(__file__).resolve().parent
@@ -22,6 +23,23 @@ os.environ["LSLAPICFG"] = str(TESTS.parent / "configs" / "lsl_api.cfg")
 def data_path() -> Path:
     """The shared real recordings: ``$NEUROFLOW_DATA``, default ``../shared/data`` of the repo."""
     return Path(os.environ.get("NEUROFLOW_DATA", TESTS.parent.parent / "shared" / "data"))
+
+
+def edf_files() -> list[Path]:
+    """The real EEGMMIDB recordings, or a skip that says where they were looked for."""
+    eeg = data_path() / "eeg"
+    files = sorted(eeg.glob("*.edf")) if eeg.is_dir() else []
+    if not files:
+        pytest.skip(f"no EDF recordings under {eeg} (set NEUROFLOW_DATA)")
+    return files
+
+
+def recording_uv(path: Path) -> np.ndarray:
+    """A recording's EEG in µV as the eeg_file source emits it (float32, every EEG channel)."""
+    import mne
+
+    raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+    return (raw.get_data(picks="eeg") * 1e6).astype(np.float32)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -12,7 +12,7 @@ from scipy import linalg
 from nodes.align import Align
 from nodes.window import Window
 from pipeline import Frame, FrameKind, StreamInfo, StreamMismatch
-from test_filters import edf_files, recording_uv
+from conftest import edf_files, recording_uv
 
 SRATE = 160.0
 LAST = slice(-1, None)

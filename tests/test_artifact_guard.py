@@ -11,7 +11,7 @@ from nodes.artifact_guard import ArtifactGuard, repeat_runs
 from nodes.filters import Bandpass
 from pipeline import Frame, FrameKind, ParamError, StreamInfo, StreamMismatch
 from pipeline.codec import decode, encode
-from test_filters import edf_files, recording_uv
+from conftest import edf_files, recording_uv
 
 SRATE = 160.0
 WINDOW = 320  # 2 s

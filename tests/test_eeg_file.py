@@ -3,7 +3,6 @@ a clear error for files that are missing, unreadable or cut short."""
 
 from __future__ import annotations
 
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -12,21 +11,14 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from conftest import data_path
+from conftest import edf_files
 from devices.eeg_file import EEGFile
 from devices.recorder import read_recording
 from nodes.filters import Bandpass, Notch
 from pipeline import Frame, FrameKind, ParamError, StreamInfo, config, graph
 from pipeline.config import ConfigError
 
-EEG = data_path() / "eeg"
 
-
-def edf_files() -> list[Path]:
-    files = sorted(EEG.glob("*.edf")) if EEG.is_dir() else []
-    if not files:
-        pytest.skip(f"no EDF recordings under {EEG} (set NEUROFLOW_DATA)")
-    return files
 
 
 def source(path: Path | str, **params: object) -> tuple[EEGFile, dict[str, StreamInfo]]:

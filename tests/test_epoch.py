@@ -10,23 +10,16 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from conftest import data_path
+from conftest import edf_files
 from devices.eeg_file import EEGFile
 from devices.recorder import read_recording
 from nodes.epoch import ChunkClock, Epoch
 from nodes.resample import Resample
 from pipeline import Frame, FrameKind, ParamError, StreamInfo, StreamMismatch
 
-EEG = data_path() / "eeg"
 SRATE = 160.0
 MI = {"T1": "left", "T2": "right"}
 
-
-def edf_files() -> list[Path]:
-    files = sorted(EEG.glob("*.edf")) if EEG.is_dir() else []
-    if not files:
-        pytest.skip(f"no EDF recordings under {EEG} (set NEUROFLOW_DATA)")
-    return files
 
 
 def replay(path: Path, chunk: int = 16) -> tuple[dict[str, StreamInfo], list[tuple[str, Frame]]]:

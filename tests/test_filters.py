@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
-import mne
 import numpy as np
 import pytest
 from scipy import signal
@@ -13,23 +11,11 @@ from scipy import signal
 from nodes.filters import Bandpass, Highpass, Lowpass, Notch, StreamFilter
 from pipeline import Frame, FrameKind, StreamInfo, config, graph
 from pipeline.config import ConfigError
-from conftest import data_path
+from conftest import edf_files, recording_uv
 
-EEG = data_path() / "eeg"
 SRATE = 160.0
 
 
-def edf_files() -> list[Path]:
-    files = sorted(EEG.glob("*.edf")) if EEG.is_dir() else []
-    if not files:
-        pytest.skip(f"no EDF recordings under {EEG} (set NEUROFLOW_DATA)")
-    return files
-
-
-def recording_uv(path: Path) -> np.ndarray:
-    """The file's EEG in µV as the eeg_file source emits it (float32)."""
-    raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
-    return (raw.get_data(picks="eeg") * 1e6).astype(np.float32)
 
 
 def make(cls: type[StreamFilter], channels: int, srate: float = SRATE, **params: object) -> StreamFilter:

@@ -10,23 +10,16 @@ import mne
 import numpy as np
 import pytest
 
-from conftest import data_path
+from conftest import edf_files
 from devices.eeg_file import EEGFile
 from devices.recorder import GAP, Recorder
 from pipeline import Frame, FrameKind, ParamError, StreamInfo, StreamMismatch, config, graph
 from pipeline.config import ConfigError
 
-EEG = data_path() / "eeg"
 SAMPLES = StreamInfo(FrameKind.SAMPLES, 100.0, ("Cz", "Pz"), ("uV", "uV"), shape=(2,),
                      clock="file")
 MARKERS = StreamInfo(FrameKind.MARKERS, 0.0, dtype="unicode", clock="file")
 
-
-def edf_files() -> list[Path]:
-    files = sorted(EEG.glob("*.edf")) if EEG.is_dir() else []
-    if not files:
-        pytest.skip(f"no EDF recordings under {EEG} (set NEUROFLOW_DATA)")
-    return files
 
 
 def recorder(path: Path, **params: object) -> Recorder:

@@ -4,35 +4,21 @@ real recording, however it is cut."""
 from __future__ import annotations
 
 import textwrap
-from pathlib import Path
 
-import mne
 import numpy as np
 import pytest
 from scipy import signal
 
-from conftest import data_path
+from conftest import edf_files, recording_uv
 from nodes.resample import Resample
 from pipeline import Frame, FrameKind, ParamError, StreamInfo, config, graph
 from pipeline.config import ConfigError
 
-EEG = data_path() / "eeg"
 SRATE = 160.0
 #: 160 Hz to these rates: (up, down) as the reduced fraction.
 TARGETS = {100.0: (5, 8), 250.0: (25, 16), 128.0: (4, 5)}
 
 
-def edf_files() -> list[Path]:
-    files = sorted(EEG.glob("*.edf")) if EEG.is_dir() else []
-    if not files:
-        pytest.skip(f"no EDF recordings under {EEG} (set NEUROFLOW_DATA)")
-    return files
-
-
-def recording_uv(path: Path) -> np.ndarray:
-    """The file's EEG in µV as the eeg_file source emits it (float32)."""
-    raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
-    return (raw.get_data() * 1e6).astype(np.float32)
 
 
 def make(srate: float, channels: int = 64, **params: object) -> tuple[Resample, StreamInfo]:

@@ -8,7 +8,7 @@ import pytest
 
 from nodes.standardize import Standardize
 from pipeline import Frame, FrameKind, StreamInfo
-from test_filters import edf_files, recording_uv
+from conftest import edf_files, recording_uv
 
 SRATE = 160.0
 #: Frames are float32: rounding is <= 2**-24 relative (1e-6 leaves room for a rounding flip);
