@@ -1,4 +1,4 @@
-"""Replay an EEG recording as if a headset were streaming it: every format MNE reads.
+"""Replay an EEG recording as if a headset were streaming it: every format MNE reads, and XDF.
 
 Why MNE: EDF/BDF, FIF, GDF, BrainVision and EEGLAB readers are hard to get right and MNE's are the
 reference; we only pace the samples and turn annotations into markers. The file is read in
@@ -8,6 +8,9 @@ schedule (``speed: realtime`` or a multiple), or as fast as the graph takes them
 use lossless edges). Each annotation becomes one ``markers`` frame, sent right after the
 samples chunk that holds its onset sample, with ``t_device`` on the same clock as the samples'
 (seconds from the first sample, ``clock: file``) and ``meta = {"sample", "duration"}``.
+
+XDF files (LabRecorder's) are read whole by pyxdf (`devices.xdf.read_xdf`): one regular stream
+is replayed, every string stream becomes markers at the nearest sample.
 
 A file MNE cannot read, or one shorter than its header says (a recording cut short), is a
 config error naming the file and the problem, found before anything starts.
@@ -25,6 +28,7 @@ from mne.io.constants import FIFF
 from pydantic import Field
 
 from devices.pacing import Speed, speed_factor, wait_until
+from devices.xdf import XDFError, read_xdf
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
 from pipeline.clock import now_ns
 from pipeline.node import Output
@@ -47,20 +51,26 @@ class EEGFile(Source):
         chunk: int = Field(16, ge=1, description="samples per frame")
         picks: str | list[str] | None = Field(
             None, description="channels: names, or types such as 'eeg' (MNE picks); "
-                              "default: every data channel")
+                              "default: every data channel (every channel when none "
+                              "is EEG, MEG, ...)")
         standardize: bool = Field(False, description="rename BCI2000-style channels first "
                                                      "(C3.. -> C3), as MNE's eegbci.standardize")
         loop: bool = Field(False, description="start again at the end (times keep increasing)")
         allow_truncated: bool = Field(False, description="replay a file cut short instead of "
                                                          "refusing it")
+        stream: str | None = Field(None, description="XDF: name or type of the stream to replay "
+                                                     "(default: the first EEG stream)")
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         p = self.params
         self.raw = self._read_header(Path(p.path))
         if p.standardize:
             mne.datasets.eegbci.standardize(self.raw)
+        has_data = bool(mne.pick_types(self.raw.info, meg=True, eeg=True, seeg=True, ecog=True,
+                                       dbs=True, fnirs=True, exclude=()).size)
         try:
-            self.raw.pick(p.picks if p.picks is not None else "data", exclude=())
+            self.raw.pick(p.picks if p.picks is not None else "data" if has_data else "all",
+                          exclude=())
         except ValueError as e:
             raise ParamError("picks", f"{p.path}: {e}; channels: {', '.join(self.raw.ch_names)}") \
                 from None
@@ -83,6 +93,11 @@ class EEGFile(Source):
     def _read_header(self, path: Path) -> mne.io.BaseRaw:
         if not path.is_file():
             raise ParamError("path", f"{path}: no such file")
+        if path.suffix.lower() == ".xdf":
+            try:
+                return read_xdf(path, self.params.stream, self.params.allow_truncated)
+            except XDFError as e:
+                raise ParamError(e.field, str(e)) from None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:

@@ -31,15 +31,13 @@ from pylsl.util import LostError, TimeoutError as LSLTimeout
 from pydantic import Field
 
 from devices.timing import StreamTiming
+from devices.units import from_lsl, to_lsl
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Sink, Source, StreamInfo
 from pipeline.clock import now_ns
 from pipeline.node import Figure, Output
 
 log = logging.getLogger(__name__)
 
-#: Unit names as LSL's XML meta-data conventions write them, and ours.
-_LSL_UNITS = {"microvolts": "uV", "µV": "uV", "uV": "uV", "millivolts": "mV", "volts": "V"}
-_OUR_UNITS = {"uV": "microvolts", "mV": "millivolts", "V": "volts"}
 #: Longest a ``read`` blocks waiting for the first sample, so that a stop is seen promptly.
 WAIT_S = 0.1
 #: Seconds between two looks at liblsl's clock offset (it re-measures in its own thread).
@@ -125,7 +123,7 @@ class LSLInlet(Source):
         names = tuple(lab or f"ch{i + 1}" for i, lab in enumerate(labels)) if len(labels) == n \
             else tuple(f"ch{i + 1}" for i in range(n))
         units = full.get_channel_units() or []
-        units = tuple(_LSL_UNITS.get(u or "", u or "NA") for u in units) if len(units) == n else ()
+        units = tuple(from_lsl(u) for u in units) if len(units) == n else ()
         return {"out": StreamInfo(FrameKind.SAMPLES, self.srate, names, units, "float32", (n,),
                                   clock="lsl", extra=extra)}
 
@@ -263,7 +261,7 @@ class LSLOutlet(Sink):
             for label, unit in zip(stream.channel_names or [f"ch{i + 1}" for i in range(n)], units):
                 ch = channels.append_child("channel")
                 ch.append_child_value("label", label)
-                ch.append_child_value("unit", _OUR_UNITS.get(unit, unit))
+                ch.append_child_value("unit", to_lsl(unit))
                 ch.append_child_value("type", p.channel_type or kind)
         acq = self.lsl_info.desc().append_child("acquisition")
         acq.append_child_value("manufacturer", "neuroflow")

@@ -43,6 +43,8 @@ import mne
 import numpy as np
 from pydantic import Field
 
+from devices.units import VOLTS, to_lsl
+from devices.xdf import XDFWriter, stream_header
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Sink, StreamInfo, StreamMismatch
 from pipeline.clock import now_ns
 from pipeline.codec import FrameDecodeError, decode, encode_header, payload_of
@@ -52,15 +54,14 @@ MAGIC = b"NFREC1\n"
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 FLUSH_EVERY_NS = 1_000_000_000
 FIF_SUFFIXES = (".fif", ".fif.gz")
-#: Volts per unit of the voltage units a samples stream may declare.
-VOLTS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6}
 GAP = "BAD_gap"
 
 
 class Recorder(Sink):
-    """Write a stream to ``path``: every frame (``.nfr``), or samples and markers (``.fif``).
+    """Write a stream to ``path``: every frame (``.nfr``), or samples and markers (``.fif``,
+    ``.xdf``).
 
-    A ``.fif`` recorder takes markers on its optional second input, ``markers``.
+    A ``.fif`` or ``.xdf`` recorder takes markers on its optional second input, ``markers``.
     """
 
     type_name = "recorder"
@@ -69,8 +70,8 @@ class Recorder(Sink):
 
     class Params(NodeParams):
         path: str = Field(description="output file: .nfr (any stream, every frame as on the "
-                                      "wire) or .fif / .fif.gz (a samples stream, written at "
-                                      "close)")
+                                      "wire), .fif / .fif.gz (a samples stream, written at "
+                                      "close) or .xdf (samples and markers, as they come)")
         max_duration: float = Field(3600.0, gt=0, description=".fif: seconds of samples held in "
                                                               "memory until close; later ones are "
                                                               "counted as dropped_samples")
@@ -78,12 +79,15 @@ class Recorder(Sink):
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         path = Path(self.params.path)
         if path.name.endswith(".nfr"):
-            self.file: NfrFile | FifFile = NfrFile(path, self.name, info)
+            self.file: NfrFile | FifFile | XdfFile = NfrFile(path, self.name, info)
         elif path.name.endswith(FIF_SUFFIXES):
             self.file = FifFile(path, info, self.params.max_duration)
+        elif path.name.endswith(".xdf"):
+            self.file = XdfFile(path, self.name, info)
         else:
             raise ParamError("path", f"{path}: unknown extension; a recording is .nfr (any "
-                                     f"stream) or {' / '.join(FIF_SUFFIXES)} (EEG samples)")
+                                     f"stream), {' / '.join(FIF_SUFFIXES)} or .xdf (EEG samples "
+                                     f"and markers)")
         return {}
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
@@ -252,6 +256,73 @@ class FifFile:
     def figures(self) -> dict[str, Figure]:
         return {"samples": self.n, "dropped_samples": self.dropped, "gaps": len(self.gaps),
                 "markers": len(self.markers), "markers_outside": self.outside}
+
+
+class XdfFile:
+    """A samples stream (port ``in``) and its markers (port ``markers``) as two XDF streams,
+    appended as frames arrive (nothing held in memory; a crash loses only the footers).
+
+    Time stamps are the frames' ``t_device`` (per sample: ``t_device + i / srate``) when the
+    samples name a clock and the markers, if any, the same one; otherwise host time, which is
+    LSL's ``local_clock`` (a samples frame's ``t_origin_ns`` is its newest sample's).
+    """
+
+    def __init__(self, path: Path, node: str, info: Mapping[str, StreamInfo]) -> None:
+        stream, markers = info["in"], info.get("markers")
+        if stream.kind is not FrameKind.SAMPLES:
+            raise StreamMismatch(f"an .xdf recording holds a samples stream on 'in', not "
+                                 f"{stream.kind.value}; record it as .nfr")
+        if markers is not None and markers.kind is not FrameKind.MARKERS:
+            raise StreamMismatch(f"input 'markers' takes a markers stream, not "
+                                 f"{markers.kind.value}")
+        self.path, self.node, self.stream = path, node, stream
+        self.has_markers = markers is not None
+        self.device_clock = stream.clock != "" and (markers is None or markers.clock == stream.clock)
+        self.writer: XDFWriter | None = None
+        self.samples = self.markers = self.gaps = 0
+        self.last_seq: int | None = None
+
+    def _open(self) -> XDFWriter:
+        s, n = self.stream, self.stream.n_channels
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        w = XDFWriter(self.path)
+        w.add_stream(1, stream_header(
+            self.node, "EEG", "float32", s.srate,
+            s.channel_names or [f"ch{i + 1}" for i in range(n)],
+            [to_lsl(u) for u in s.units], ["EEG" if u in VOLTS else "MISC" for u in s.units],
+            source_id=f"neuroflow-{self.node}", channel_count=n))
+        if self.has_markers:
+            w.add_stream(2, stream_header(f"{self.node}-markers", "Markers", "string", 0.0,
+                                          source_id=f"neuroflow-{self.node}-markers",
+                                          channel_count=1))
+        return w
+
+    def write(self, port: str, frame: Frame) -> None:
+        w = self.writer = self.writer or self._open()
+        if port == "markers":
+            t = frame.t_device if self.device_clock and frame.t_device is not None \
+                else frame.t_origin_ns / 1e9
+            w.write(2, [[str(d)] for d in frame.data], np.full(len(frame.data), t))
+            self.markers += len(frame.data)
+            return
+        x = frame.data
+        if x.ndim != 2 or x.shape[0] != self.stream.n_channels:
+            raise ValueError(f"frame of shape {list(x.shape)}; the stream has "
+                             f"{self.stream.n_channels} channels")
+        if self.last_seq is not None and frame.seq > self.last_seq + 1:
+            self.gaps += 1
+        self.last_seq = frame.seq
+        k = np.arange(x.shape[1]) / (self.stream.srate or np.inf)
+        stamps = frame.t_device + k if self.device_clock and frame.t_device is not None \
+            else frame.t_origin_ns / 1e9 - k[::-1]
+        w.write(1, x.T, stamps)
+        self.samples += x.shape[1]
+
+    def close(self) -> None:
+        (self.writer or self._open()).close()
+
+    def figures(self) -> dict[str, Figure]:
+        return {"samples": self.samples, "markers": self.markers, "gaps": self.gaps}
 
 
 @dataclass
