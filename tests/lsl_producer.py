@@ -6,6 +6,8 @@ so a consumer can tell exactly which samples it got. Sample k is stamped
 ``"m<k>"`` for every M-th sample, stamped ``t0 + k / srate + marker_offset``: with both offsets at
 +10 s the producer behaves like a host whose clock is 10 s ahead; with only ``offset``, like a
 device stamping samples on its own clock while a stimulus program stamps markers on the host's.
+``--marker-delay S`` pushes each marker S seconds after the chunk holding its sample (a stimulus
+program reporting late; negative: before it), its stamp unchanged; by default right after it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
 
 import numpy as np
 import pylsl
@@ -37,6 +40,8 @@ def main() -> None:
     a.add_argument("--offset", type=float, default=0.0)
     a.add_argument("--marker-offset", type=float, default=0.0)
     a.add_argument("--markers-every", type=int, default=0)
+    a.add_argument("--marker-delay", type=float, default=0.0,
+                   help="seconds between a sample's chunk and its marker being pushed")
     a.add_argument("--wait-go", action="store_true", help="start after a line on stdin")
     a.add_argument("--linger", type=float, default=2.0, help="seconds alive after the last push")
     args = a.parse_args()
@@ -61,16 +66,23 @@ def main() -> None:
         markers.wait_for_consumers(30)
     x = data(args.seed, args.samples, args.channels)
     t0 = pylsl.local_clock() + 0.05
+    pushes = []  # (due, order, push): chunks when their last sample is due, markers after them
     for a0 in range(0, args.samples, args.chunk):
         b = min(a0 + args.chunk, args.samples)
         due = t0 + (b - 1) / args.srate
-        time.sleep(max(0.0, due - pylsl.local_clock()))
-        stamps = t0 + np.arange(a0, b) / args.srate
-        outlet.push_chunk(np.ascontiguousarray(x[:, a0:b].T), list(stamps + args.offset))
+        stamps = t0 + np.arange(a0, b) / args.srate + args.offset
+        pushes.append((due, len(pushes), partial(outlet.push_chunk,
+                                                 np.ascontiguousarray(x[:, a0:b].T),
+                                                 list(stamps))))
         if markers is not None:
             for k in range(a0, b):
                 if k % args.markers_every == 0:
-                    markers.push_sample([f"m{k}"], t0 + k / args.srate + args.marker_offset)
+                    pushes.append((due + args.marker_delay, len(pushes),
+                                   partial(markers.push_sample, [f"m{k}"],
+                                           t0 + k / args.srate + args.marker_offset)))
+    for due, _, push in sorted(pushes, key=lambda p: p[:2]):
+        time.sleep(max(0.0, due - pylsl.local_clock()))
+        push()
     time.sleep(args.linger)
     print("done", flush=True)
 

@@ -11,10 +11,9 @@ import pytest
 import pyxdf
 
 from conftest import edf_files, recording_uv
-from devices.eeg_file import EEGFile
 from devices.recorder import Recorder
 from devices.xdf import XDFWriter, stream_header
-from pipeline import Frame, ParamError
+from pipeline import Frame, FrameKind, ParamError, StreamInfo
 from test_eeg_file import annotations_at_samples, replay, source
 
 T0 = 5000.0  # an LSL clock reading: XDF stamps are LSL times, not seconds from the start
@@ -123,8 +122,6 @@ def test_the_recorder_writes_xdf_that_pyxdf_reads_back_exactly(tmp_path: Path) -
 
 
 def test_an_xdf_recorder_counts_dropped_frames(tmp_path: Path) -> None:
-    from pipeline import FrameKind, StreamInfo
-
     rec = Recorder(Recorder.Params(path=str(tmp_path / "gap.xdf")), "rec")
     rec.setup({"in": StreamInfo(FrameKind.SAMPLES, 100.0, ("a",), ("uV",), shape=(1,),
                                 clock="lsl")})
