@@ -31,7 +31,7 @@ from pylsl.util import LostError, TimeoutError as LSLTimeout
 from pydantic import Field
 
 from devices.timing import StreamTiming
-from devices.units import from_lsl, to_lsl
+from pipeline.units import from_lsl, to_lsl
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Sink, Source, StreamInfo
 from pipeline.clock import now_ns
 from pipeline.node import Figure, Output

@@ -43,7 +43,7 @@ import mne
 import numpy as np
 from pydantic import Field
 
-from devices.units import VOLTS, to_lsl
+from pipeline.units import VOLTS, to_lsl
 from devices.xdf import XDFWriter, stream_header
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Sink, StreamInfo, StreamMismatch
 from pipeline.clock import now_ns

@@ -24,7 +24,7 @@ import mne
 import numpy as np
 import pyxdf
 
-from devices.units import VOLTS, from_lsl
+from pipeline.units import VOLTS, from_lsl
 
 MAGIC = b"XDF:"
 FILE_HEADER, STREAM_HEADER, SAMPLES, CLOCK_OFFSET, BOUNDARY, STREAM_FOOTER = 1, 2, 3, 4, 5, 6

@@ -3,12 +3,14 @@ XDF's), and how many volts each voltage unit is."""
 
 from __future__ import annotations
 
+#: Spellings of microvolts: ours, the micro sign (U+00B5) and the Greek mu (U+03BC).
+MICROVOLTS = ("uV", "\u00b5V", "\u03bcV")
 #: Volts per unit of the voltage units a samples stream may declare.
-VOLTS = {"V": 1.0, "mV": 1e-3, "uV": 1e-6, "µV": 1e-6}
+VOLTS = {"V": 1.0, "mV": 1e-3, **dict.fromkeys(MICROVOLTS, 1e-6)}
 #: LSL / XDF unit names to ours (LSL's meta-data conventions spell units out).
-FROM_LSL = {"microvolts": "uV", "µV": "uV", "uV": "uV", "millivolts": "mV", "mV": "mV",
-            "volts": "V", "V": "V"}
-_TO_LSL = {"uV": "microvolts", "µV": "microvolts", "mV": "millivolts", "V": "volts"}
+FROM_LSL = {"microvolts": "uV", **dict.fromkeys(MICROVOLTS, "uV"), "millivolts": "mV",
+            "mV": "mV", "volts": "V", "V": "V"}
+_TO_LSL = {**dict.fromkeys(MICROVOLTS, "microvolts"), "mV": "millivolts", "V": "volts"}
 
 
 def from_lsl(unit: str | None) -> str:
