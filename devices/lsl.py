@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Iterable, Literal, Mapping
 
 import numpy as np
@@ -44,6 +45,8 @@ WAIT_S = 0.1
 CORRECTION_EVERY_S = 1.0
 #: Back-off between attempts to find a lost stream again: doubles up to this many seconds.
 MAX_BACKOFF_S = 5.0
+#: How long resolution keeps listening after a first match, to catch a second one.
+DUPLICATE_WAIT_S = 0.5
 
 
 #: Our parameter for each LSL stream property (``type`` names the node type in a graph file).
@@ -69,16 +72,26 @@ def resolve(wanted: Mapping[str, str], timeout: float, field: str) -> pylsl.Stre
     """The one LSL stream matching ``wanted``; a `ParamError` on ``field`` naming what was looked for
     and what was found when there is none or more than one."""
     query = _predicate(wanted)
-    found = pylsl.resolve_bypred(query, 1, timeout)
-    if len({s.uid() for s in found}) > 1:
-        raise ParamError(field, f"{len(found)} LSL streams match {query}: "
-                                f"{'; '.join(describe(s) for s in found)}; add source_id to choose")
-    if not found:
+    found = pylsl.resolve_bypred(query, 1, timeout)  # returns as soon as one answers...
+    if found:  # ...so listen a little longer for a second one: reading the wrong amplifier is worse
+        found += pylsl.resolve_bypred(query, 2, DUPLICATE_WAIT_S)
+    unique = list({s.uid(): s for s in found}.values())
+    if len(unique) > 1:
+        raise ParamError(field, f"{len(unique)} LSL streams match {query}: "
+                                f"{'; '.join(describe(s) for s in unique)}; add source_id to choose")
+    if not unique:
         seen = pylsl.resolve_streams(wait_time=1.0)
         listing = "; ".join(describe(s) for s in seen) if seen else "none"
         raise ParamError(field, f"no LSL stream matches {query} within {timeout:g} s; "
                                 f"streams seen: {listing}")
-    return found[0]
+    return unique[0]
+
+
+def same_shape(a: pylsl.StreamInfo, b: pylsl.StreamInfo) -> bool:
+    """Whether stream ``b`` can stand in for ``a`` (a producer that came back): same channel count,
+    format and rate, so every frame still fits the stream info the graph was built with."""
+    return (a.channel_count(), a.channel_format(), a.nominal_srate()) == \
+        (b.channel_count(), b.channel_format(), b.nominal_srate())
 
 
 class LSLInlet(Source):
@@ -101,6 +114,9 @@ class LSLInlet(Source):
                                                   "(liblsl's proc_dejitter)")
         buffer_s: float = Field(30.0, gt=0, description="seconds liblsl buffers while the graph "
                                                         "is busy (older data is dropped)")
+        stall: float = Field(2.0, ge=0, description="regular streams: seconds of silence after "
+                                                    "which the stream counts as lost and is "
+                                                    "looked for again (0: never)")
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         p = self.params
@@ -133,43 +149,69 @@ class LSLInlet(Source):
         self.reconnects = 0
         self.retry_at = 0.0
         self.backoff = 0.1
-        self._connect(self.lsl_info)
+        self.finder = ThreadPoolExecutor(1, thread_name_prefix=f"lsl:{self.name}")
+        self.job: Future[tuple[pylsl.StreamInlet, float] | None] | None = None
+        self._use(*self._connect(self.lsl_info))
 
-    def _connect(self, info: pylsl.StreamInfo) -> None:
+    def _connect(self, info: pylsl.StreamInfo) -> tuple[pylsl.StreamInlet, float]:
+        """An open inlet on ``info`` and liblsl's first clock offset to it (blocks up to twice
+        ``timeout``: called from ``open`` or the finder thread, never from ``read``)."""
         p = self.params
         flags = (pylsl.proc_dejitter | pylsl.proc_monotonize) if p.dejitter else 0
         inlet = pylsl.StreamInlet(info, max_buflen=int(np.ceil(p.buffer_s)), recover=True,
                                   processing_flags=flags)
         inlet.open_stream(timeout=p.timeout)
-        self.correction = inlet.time_correction(timeout=p.timeout) if p.clock == "lsl" else 0.0
-        self.corrected_at = time.monotonic()
+        correction = inlet.time_correction(timeout=p.timeout) if p.clock == "lsl" else 0.0
+        return inlet, correction
+
+    def _use(self, inlet: pylsl.StreamInlet, correction: float) -> None:
+        self.correction, self.corrected_at = correction, time.monotonic()
+        self.last_data = time.monotonic()
         dtype = np.float32 if inlet.np_dtype is None else inlet.np_dtype
-        self.buffer = np.empty((p.max_chunk, inlet.channel_count), dtype)
+        self.buffer = np.empty((self.params.max_chunk, inlet.channel_count), dtype)
         self.inlet = inlet
 
-    def _lost(self, error: Exception) -> None:
+    def _lost(self, error: Exception | str) -> None:
         log.warning("lsl_inlet %r: stream lost (%s); looking for %s again", self.name, error,
                     _predicate(self.wanted))
+        self.inlet.close_stream()  # type: ignore[union-attr]
         self.inlet = None
         self.retry_at = time.monotonic()
 
+    def _find(self) -> tuple[pylsl.StreamInlet, float] | None:
+        """In the finder thread: the stream again (maybe under a new uid), if it has the shape the
+        graph was built for; None when it is not (back) yet."""
+        for info in pylsl.resolve_bypred(_predicate(self.wanted), 1, 1.0):
+            if same_shape(self.lsl_info, info):
+                return self._connect(info)
+            log.warning("lsl_inlet %r: %s came back with another shape (was %s); still looking",
+                        self.name, describe(info), describe(self.lsl_info))
+        return None
+
     def _reconnect(self) -> None:
-        """Look for the stream again (it may come back under a new uid), backing off."""
-        if time.monotonic() < self.retry_at:
+        """One step of finding the lost stream, never blocking ``read`` longer than WAIT_S."""
+        if self.job is None and time.monotonic() >= self.retry_at:
+            self.job = self.finder.submit(self._find)
+        if self.job is None:  # backing off
             time.sleep(WAIT_S)
             return
-        found = pylsl.resolve_bypred(_predicate(self.wanted), 1, WAIT_S)
-        if found:
-            try:
-                self._connect(found[0])
-                self.reconnects += 1
-                self.backoff = 0.1
-                log.warning("lsl_inlet %r: reconnected to %s", self.name, describe(found[0]))
-                return
-            except (LostError, LSLTimeout) as e:
-                log.warning("lsl_inlet %r: reconnect failed: %s", self.name, e)
-        self.retry_at = time.monotonic() + self.backoff
-        self.backoff = min(2 * self.backoff, MAX_BACKOFF_S)
+        if not self.job.done():
+            wait([self.job], timeout=WAIT_S)
+            return
+        job, self.job = self.job, None
+        try:
+            found = job.result()
+        except (LostError, LSLTimeout, RuntimeError) as e:
+            log.warning("lsl_inlet %r: reconnect failed: %s", self.name, e)
+            found = None
+        if found is None:
+            self.retry_at = time.monotonic() + self.backoff
+            self.backoff = min(2 * self.backoff, MAX_BACKOFF_S)
+            return
+        self._use(*found)
+        self.reconnects += 1
+        self.backoff = 0.1
+        log.warning("lsl_inlet %r: reconnected", self.name)
 
     def _refresh_correction(self) -> None:
         """liblsl's latest offset estimate (cached by liblsl: no network round trip here)."""
@@ -195,8 +237,14 @@ class LSLInlet(Source):
             self._lost(e)
             return []
         if not len(stamps):
+            # liblsl waits for a lost producer silently (pylsl gives every stream a source_id);
+            # silence on a regular stream is how a producer that died or changed shape shows
+            silent = time.monotonic() - self.last_data
+            if self.srate and self.params.stall and silent > self.params.stall:
+                self._lost(f"no data for {silent:.1f} s")
             return []
         t0 = now_ns()
+        self.last_data = t0 / 1e9
         self._refresh_correction()
         stamps = np.asarray(stamps, np.float64)
         if self.params.clock == "lsl":
@@ -222,6 +270,8 @@ class LSLInlet(Source):
         return out
 
     def close(self) -> Iterable[Output]:
+        if getattr(self, "finder", None) is not None:
+            self.finder.shutdown(wait=False, cancel_futures=True)  # a search ends on its own
         if getattr(self, "inlet", None) is not None:
             self.inlet.close_stream()  # type: ignore[union-attr]
             self.inlet = None

@@ -48,6 +48,7 @@ class StreamTiming:
         self.last_stamp: float | None = None
         # (arrival host s, samples so far, last stamp, arrival - last stamp) per chunk
         self.history: deque[tuple[float, int, float, float]] = deque()
+        self.minima: deque[tuple[float, float]] = deque()  # (arrival, lag) for `offset`
 
     def update(self, stamps: np.ndarray, arrival: float, correction: float = 0.0) -> None:
         """Record a chunk: its samples' device ``stamps`` (s), its ``arrival`` (host s), and the
@@ -57,44 +58,53 @@ class StreamTiming:
         if not len(stamps):
             return
         if self.stamp_gaps:
-            previous = stamps[:-1] if self.last_stamp is None else \
-                np.concatenate(([self.last_stamp], stamps[:-1]))
-            steps = (stamps[-len(previous):] - previous) * self.srate
+            chained = stamps if self.last_stamp is None else np.concatenate(([self.last_stamp],
+                                                                              stamps))
+            steps = np.diff(chained) * self.srate
             late = steps > 1.5
             if late.any():
                 self.gaps += int(late.sum())
                 self.lost_samples += int(np.round(steps[late]).sum() - late.sum())
         self.samples += len(stamps)
         self.last_stamp = float(stamps[-1])
-        self.history.append((arrival, self.samples, self.last_stamp,
-                             arrival - self.last_stamp - correction))
+        lag = arrival - self.last_stamp - correction
+        self.history.append((arrival, self.samples, self.last_stamp, lag))
         while len(self.history) > 2 and arrival - self.history[1][0] >= self.window_s:
             self.history.popleft()
+        # sliding-window minimum of the lags: increasing lags, oldest first (O(1) per chunk)
+        minima = self.minima
+        while minima and minima[-1][1] >= lag:
+            minima.pop()
+        minima.append((arrival, lag))
+        while arrival - minima[0][0] >= self.window_s and len(minima) > 1:
+            minima.popleft()
 
     @property
     def offset(self) -> float | None:
         """Host time minus device time (s), by the minimum-delay filter; None before data."""
-        if not self.history:
-            return None
-        return min(h[3] for h in self.history)
+        minima = tuple(self.minima)  # one C-level copy: safe against the source thread
+        return minima[0][1] if minima else None
 
     def figures(self) -> dict[str, Figure]:
-        """Live figures; rates need two chunks, so they are None at first."""
+        """Live figures; rates need two chunks, so they are None at first. Called from the
+        metrics thread while the source thread updates: it reads one copy of the history."""
+        history = tuple(self.history)
+        offset = self.offset
         out: dict[str, Figure] = {"samples": self.samples, "gaps": self.gaps,
                                   "lost_samples": self.lost_samples,
                                   "srate_stamps": None, "srate_host": None,
                                   "rate_error_ppm": None, "clock_offset_ms": None,
                                   "arrival_lag_ms": None}
-        if len(self.history) < 2:
+        if len(history) < 2 or offset is None:
             return out
-        (a0, n0, s0, _), (a1, n1, s1, _) = self.history[0], self.history[-1]
-        if s1 > s0:
-            out["srate_stamps"] = round((n1 - n0) / (s1 - s0), 4)
-        if a1 > a0:
-            host = (n1 - n0) / (a1 - a0)
-            out["srate_host"] = round(host, 4)
-            if self.srate > 0:
+        (a0, n0, s0, _), (a1, n1, s1, _) = history[0], history[-1]
+        if self.srate > 0:  # an irregular stream (markers) has no rate to speak of
+            if s1 > s0:
+                out["srate_stamps"] = round((n1 - n0) / (s1 - s0), 4)
+            if a1 > a0:
+                host = (n1 - n0) / (a1 - a0)
+                out["srate_host"] = round(host, 4)
                 out["rate_error_ppm"] = round((host / self.srate - 1) * 1e6, 1)
-        out["clock_offset_ms"] = round(self.offset * 1e3, 3)  # type: ignore[operator]
-        out["arrival_lag_ms"] = round(float(np.median([h[3] for h in self.history])) * 1e3, 3)
+        out["clock_offset_ms"] = round(offset * 1e3, 3)
+        out["arrival_lag_ms"] = round(float(np.median([h[3] for h in history])) * 1e3, 3)
         return out

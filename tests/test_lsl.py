@@ -70,6 +70,18 @@ def test_a_missing_stream_names_what_was_looked_for_and_what_was_found() -> None
     del outlet
 
 
+def test_two_streams_that_both_match_are_refused_rather_than_one_picked() -> None:
+    name = unique("twin")
+    a = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 2, 100, "float32", "amp-a"))
+    b = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 2, 100, "float32", "amp-b"))
+    with pytest.raises(ParamError, match="2 LSL streams match") as e:
+        LSLInlet(LSLInlet.Params(name=name, timeout=5.0)).setup({})
+    assert "source_id 'amp-a'" in str(e.value) and "source_id 'amp-b'" in str(e.value)
+    info = LSLInlet(LSLInlet.Params(name=name, source_id="amp-b", timeout=5.0)).setup({})["out"]
+    assert "source_id 'amp-b'" in info.extra["lsl"]
+    del a, b
+
+
 def test_outlet_meta_data_is_what_any_lsl_tool_reads_and_the_inlet_maps_it_back() -> None:
     name = unique("meta")
     stream = StreamInfo(FrameKind.SAMPLES, 160.0, ("C3", "Cz", "C4"), ("uV", "uV", "uV"),
@@ -178,6 +190,29 @@ def test_an_inlet_finds_its_stream_again_when_the_producer_comes_back() -> None:
         second.kill()
     assert np.concatenate([f.data[0] for f in got]).tolist() == list(range(200))
     assert node.figures()["reconnects"] == 1 and node.figures()["connected"]
+
+
+@pytest.mark.slow
+def test_a_stream_that_comes_back_with_another_shape_is_not_taken_for_the_lost_one() -> None:
+    name = unique("shape")
+    outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 4, 100, "float32"))
+    node = inlet(name=name, timeout=5.0, stall=1.0)
+    outlet.wait_for_consumers(5.0)
+    outlet.push_chunk(np.zeros((10, 4), np.float32))
+    pull_until(node, lambda f: sum(x.data.shape[1] for x in f) == 10)
+    del outlet
+    pull_until(node, lambda f: not node.figures()["connected"])   # silent for 1 s: lost
+    wrong = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 3, 100, "float32"))
+    for _ in range(30):  # several searches (3 s): each finds the 3-channel stream and refuses it
+        assert node.read() == []
+    assert not node.figures()["connected"] and node.figures()["reconnects"] == 0
+    del wrong
+    right = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 4, 100, "float32"))
+    pull_until(node, lambda f: node.figures()["connected"])
+    right.wait_for_consumers(5.0)
+    right.push_chunk(np.ones((5, 4), np.float32))
+    got = pull_until(node, lambda f: sum(x.data.shape[1] for x in f) == 5)
+    assert got[0].data.shape == (4, 5) and node.figures()["reconnects"] == 1
 
 
 @pytest.mark.slow
