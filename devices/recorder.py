@@ -23,8 +23,10 @@ bit, in float64 (a volt value is off by float32(1e-6) / 1e-6 - 1 = -2.5e-9, rela
 channels (V, mV, µV) are typed ``eeg``, others ``misc`` with ``cal`` 1.
 
 A marker's onset is placed on the samples' own time axis when both streams name the same clock
-(``t_device``, as ``eeg_file`` sends them), else by host time (``t_origin_ns``: to within the
-chunk that carried it); its ``meta["duration"]`` (s) becomes the annotation's duration. Frames
+(``t_device``, as ``eeg_file`` sends them), else by host time (``t_origin_ns``, when a chunk's
+newest sample was read: to within the transport of the chunk that carried the marker); either
+way from the last chunk before it, so a device running off its nominal rate does not drift the
+markers. Its ``meta["duration"]`` (s) becomes the annotation's duration. Frames
 dropped on the way in (a gap in ``seq``: record over lossless edges) are counted (``gaps``) and
 marked with a ``BAD_gap`` annotation where the time axis jumps.
 """
@@ -174,8 +176,8 @@ class FifFile:
         self.n = 0                  # samples kept
         self.dropped = 0            # samples past max_duration
         self.last_seq: int | None = None
-        self.t0_ns: int | None = None  # t_origin_ns of the first samples frame
-        self.anchors: list[tuple[float, int]] = []  # (t_device, sample) where the time axis starts
+        self.anchors: list[tuple[float, int]] = []  # (t_device, its sample) per chunk
+        self.host_anchors: list[tuple[float, int]] = []  # (t_origin_ns in s, newest sample)
         self.gaps: list[int] = []   # samples at which dropped frames were missing
         self.markers: list[tuple[float | None, int, list[str], float]] = []
         self.outside = 0            # markers beyond the recorded samples
@@ -197,26 +199,29 @@ class FifFile:
         self.dropped += x.shape[1] - take
         if take <= 0:
             return
-        if self.t0_ns is None:
-            self.t0_ns = frame.t_origin_ns
         jumped = self.last_seq is not None and frame.seq > self.last_seq + 1
         self.last_seq = frame.seq
         if jumped:
             self.gaps.append(self.n)
-        if frame.t_device is not None and (jumped or not self.anchors):
+        # every chunk anchors both time axes, so a device whose true rate is off its nominal
+        # one (or a gap) does not drift the markers placed after it
+        if frame.t_device is not None:
             self.anchors.append((frame.t_device, self.n))
+        self.host_anchors.append((frame.t_origin_ns / 1e9, self.n + x.shape[1] - 1))
         self.chunks.append(x[:, :take])
         self.n += take
 
     def _onset(self, t_device: float | None, t_origin_ns: int) -> float:
-        """Seconds from the first recorded sample to a marker."""
+        """Seconds from the first recorded sample to a marker: from the last chunk anchored at or
+        before it (half a sample early still counts), on the device clock when the markers share
+        it, else on host time (a chunk's ``t_origin_ns`` is when its newest sample was read)."""
         if self.device_clock and t_device is not None and self.anchors:
-            # the last anchor at or before the marker (half a sample early still counts)
-            k = bisect.bisect_right([t for t, _ in self.anchors], t_device + 0.5 / self.srate)
-            t, sample = self.anchors[max(k - 1, 0)]
-            return sample / self.srate + (t_device - t)
-        assert self.t0_ns is not None
-        return (t_origin_ns - self.t0_ns) / 1e9
+            anchors, t = self.anchors, t_device
+        else:
+            anchors, t = self.host_anchors, t_origin_ns / 1e9
+        k = bisect.bisect_right(anchors, (t + 0.5 / self.srate, np.inf))
+        t_anchor, sample = anchors[max(k - 1, 0)]
+        return sample / self.srate + (t - t_anchor)
 
     def annotations(self) -> mne.Annotations:
         """The markers and gaps as annotations (markers outside the samples counted, left out)."""

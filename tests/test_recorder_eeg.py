@@ -21,7 +21,6 @@ SAMPLES = StreamInfo(FrameKind.SAMPLES, 100.0, ("Cz", "Pz"), ("uV", "uV"), shape
 MARKERS = StreamInfo(FrameKind.MARKERS, 0.0, dtype="unicode", clock="file")
 
 
-
 def recorder(path: Path, **params: object) -> Recorder:
     return Recorder(Recorder.Params(path=str(path), **params), "rec")
 
@@ -105,11 +104,27 @@ def test_markers_on_another_clock_are_placed_by_host_time(tmp_path: Path) -> Non
     t0 = 5_000_000_000
     for k in range(5):
         rec.process("in", samples(k, 10, t0 + k * 100_000_000))
-    # its t_device (another clock) is ignored: 250 ms after the first chunk's stamp
+    # its t_device (another clock) is ignored. A chunk's t_origin_ns is when its newest sample
+    # was read: chunk 2 (samples 20..29) at t0 + 200 ms, so a cue 50 ms later is sample 34
     rec.process("markers", marker("cue", 1234.5, t0 + 250_000_000))
     rec.close()
     ann = read_fif(tmp_path / "host_raw.fif").annotations
-    assert_same_annotations(ann, np.array([0.25]), ["cue"], np.array([0.0]), 100.0)
+    assert_same_annotations(ann, np.array([0.34]), ["cue"], np.array([0.0]), 100.0)
+
+
+def test_markers_stay_on_their_sample_when_the_device_runs_off_its_nominal_rate(
+        tmp_path: Path) -> None:
+    # the device says 100 Hz but runs at 99 Hz: its chunks' t_device advance 10/99 s each. A
+    # marker at sample 500's device time must land on sample 500, not on 500 * 100/99 = 505
+    rec = recorder(tmp_path / "drift_raw.fif")
+    rec.setup({"in": SAMPLES, "markers": MARKERS})
+    for k in range(60):
+        chunk = samples(k, 10)
+        rec.process("in", Frame(FrameKind.SAMPLES, chunk.data, 0, k, t_device=k * 10 / 99.0))
+    rec.process("markers", marker("cue", 50 * 10 / 99.0))
+    rec.close()
+    ann = read_fif(tmp_path / "drift_raw.fif").annotations
+    assert_same_annotations(ann, np.array([5.00]), ["cue"], np.array([0.0]), 100.0)
 
 
 def test_samples_past_max_duration_are_counted_not_written(tmp_path: Path) -> None:
