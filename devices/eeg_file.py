@@ -30,7 +30,7 @@ from pydantic import Field
 from devices.pacing import Speed, speed_factor, wait_until
 from devices.xdf import XDFError, read_xdf
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
-from pipeline.clock import now_ns
+from pipeline.clock import now_ns, sample_clock
 from pipeline.node import Output
 
 #: Seconds of signal read from the file at a time.
@@ -84,11 +84,14 @@ class EEGFile(Source):
         self.speed = speed_factor(p.speed)
         self.reset()
         names = tuple(self.raw.ch_names)
+        numbering = sample_clock(self.name, self.srate)
         return {"out": StreamInfo(FrameKind.SAMPLES, self.srate, names, units, "float32",
                                   (len(names),), clock="file",
-                                  extra={"file": str(p.path), "n_times": self.n_times}),
+                                  extra={"file": str(p.path), "n_times": self.n_times,
+                                         **numbering}),
                 "markers": StreamInfo(FrameKind.MARKERS, 0.0, dtype="unicode", clock="file",
-                                      extra={"descriptions": sorted({d for _, d, _ in self.markers})})}
+                                      extra={"descriptions": sorted({d for _, d, _ in self.markers}),
+                                             **numbering})}
 
     def _read_header(self, path: Path) -> mne.io.BaseRaw:
         if not path.is_file():

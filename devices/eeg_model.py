@@ -39,6 +39,8 @@ _PRIORITY = ("C3 C4 Cz Fz Pz O1 O2 Oz FC3 FC4 CP3 CP4 F3 F4 P3 P4 C1 C2 FC1 FC2 
              "FCz CPz POz PO3 PO4 Fp1 Fp2 AF3 AF4 F7 F8 T7 T8 P7 P8").split()
 #: Spatial spread (m) of a rhythm around its centre electrodes.
 SPREAD_M = 0.04
+#: The highest frequency the model draws (the mu band's top), which the rate must exceed twice.
+MU_TOP_HZ = 12.5
 
 
 def default_names(n: int) -> tuple[str, ...]:
@@ -73,13 +75,16 @@ def _weights(names: tuple[str, ...], centres: tuple[str, ...]) -> np.ndarray:
 
 class _Band:
     """Stateful narrow-band noise: white noise through a 2nd-order Butterworth band-pass, scaled
-    to unit RMS."""
+    to unit RMS (by the filter's energy, not its nominal bandwidth)."""
 
     def __init__(self, centre: float, width: float, srate: float, n: int) -> None:
         lo, hi = max(centre - width / 2, 0.1), min(centre + width / 2, srate / 2 * 0.99)
         self.sos = butter(2, [lo, hi], "bandpass", fs=srate, output="sos")
         self.zi = np.zeros((len(self.sos), n, 2))
-        self.gain = np.sqrt(srate / 2 / (hi - lo))  # white noise of unit variance -> unit RMS band
+        impulse = np.zeros(int(30 * srate))  # the response has died out long before 30 s
+        impulse[0] = 1.0
+        # unit-variance white noise comes out with variance sum(h²): scale that to 1
+        self.gain = 1.0 / np.sqrt(np.sum(sosfilt(self.sos, impulse) ** 2))
 
     def __call__(self, white: np.ndarray) -> np.ndarray:
         y, self.zi = sosfilt(self.sos, white, axis=-1, zi=self.zi)
@@ -133,7 +138,7 @@ class RealisticEEG:
         self.pink_zi = np.zeros((self.n + 1, len(PINK_A) - 1))  # n channels + one shared source
         self.pink_gain = 1.0 / self._pink_rms()
         self.alpha_band = _Band(alpha_freq, 3.0, srate, 1)
-        self.mu_band = _Band(11.0, 3.0, srate, 2)  # one per hemisphere
+        self.mu_band = _Band(MU_TOP_HZ - 1.5, 3.0, srate, 2)  # one per hemisphere
         self.t = 0  # next sample
         self.next_trial = self.rest_len
         self.schedule: list[Trial] = [Trial(0, "T0", rest_s)] if trials else []

@@ -17,10 +17,10 @@ from typing import Literal, Mapping
 import numpy as np
 from pydantic import Field
 
-from devices.eeg_model import RealisticEEG, Trial, default_names
+from devices.eeg_model import MU_TOP_HZ, RealisticEEG, Trial, default_names
 from devices.pacing import Speed, speed_factor, wait_until
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
-from pipeline.clock import now_ns
+from pipeline.clock import now_ns, sample_clock
 from pipeline.node import Output
 
 #: Samples generated at a time.
@@ -28,7 +28,8 @@ BLOCK = 1024
 
 
 class SyntheticEEG(Source):
-    """Synthetic headset: sine + noise per channel, seeded, released at the nominal rate."""
+    """Synthetic headset (sine + noise, or realistic EEG with cues), seeded, released at the
+    nominal rate."""
 
     type_name = "synthetic_eeg"
     outputs = ("out", "markers")
@@ -38,7 +39,7 @@ class SyntheticEEG(Source):
         srate: float = Field(250.0, gt=0, description="sampling rate (Hz)")
         chunk: int = Field(10, ge=1, description="samples per frame")
         freq: float = Field(10.0, ge=0, description="sine frequency; realistic: alpha peak (Hz)")
-        amplitude: float = Field(10.0, ge=0, description="sine amplitude (µV)")
+        amplitude: float = Field(10.0, ge=0, description="sine mode: amplitude (µV)")
         noise: float = Field(5.0, ge=0, description="noise SD; realistic: 1/f background RMS (µV)")
         seed: int = Field(0, description="random seed (same seed, same signal)")
         speed: Speed = "realtime"
@@ -65,15 +66,23 @@ class SyntheticEEG(Source):
             names = tuple(f"EEG{i + 1:03d}" for i in range(p.channels))
         if len(names) != p.channels:
             raise ParamError("names", f"{len(names)} names for {p.channels} channels")
+        if p.mode == "realistic":
+            nyquist = p.srate / 2
+            for field, top in (("srate", MU_TOP_HZ), ("freq", p.freq + 1.5),
+                               ("line_freq", p.line_freq)):
+                if top >= nyquist:
+                    raise ParamError(field, f"realistic mode draws up to {top:g} Hz here, at or "
+                                            f"above Nyquist ({nyquist:g} Hz at srate {p.srate:g})")
         self.names = names
         speed = speed_factor(p.speed)
         self.period_ns = int(p.chunk / p.srate / speed * 1e9) if speed else 0
         self.phase = np.linspace(0, np.pi, p.channels, dtype=np.float64)[:, None]
         self.reset()
+        numbering = sample_clock(self.name, p.srate)
         return {"out": StreamInfo(FrameKind.SAMPLES, p.srate, names, ("uV",) * p.channels,
-                                  "float32", (p.channels,), clock="synthetic"),
+                                  "float32", (p.channels,), clock="synthetic", extra=numbering),
                 "markers": StreamInfo(FrameKind.MARKERS, 0.0, dtype="unicode", clock="synthetic",
-                                      extra={"descriptions": ["T0", "T1", "T2"]})}
+                                      extra={"descriptions": ["T0", "T1", "T2"], **numbering})}
 
     def reset(self) -> None:
         p = self.params

@@ -10,3 +10,11 @@ import time
 
 #: Host monotonic clock in ns: immune to NTP steps, comparable across processes of one host.
 now_ns = time.monotonic_ns
+
+
+def sample_clock(source: str, srate: float) -> dict[str, str]:
+    """StreamInfo ``extra`` entry a source puts on its samples and on its markers when the
+    markers' ``meta["sample"]`` counts that samples stream: a node receiving both (``epoch``) may
+    trust the sample numbers exactly when the two tokens match. A node that renumbers samples
+    (``resample``) builds a new ``extra`` without it."""
+    return {"sample_clock": f"{source}@{srate:g}"}

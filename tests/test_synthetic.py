@@ -82,3 +82,12 @@ def test_names_that_do_not_fit_are_refused() -> None:
     with pytest.raises(ParamError) as e:
         SyntheticEEG(SyntheticEEG.Params(channels=3, names=["a", "b"])).setup({})
     assert e.value.field == "names"
+
+
+@pytest.mark.parametrize(("params", "field"), [({"srate": 20.0}, "srate"),
+                                               ({"srate": 100.0, "line_freq": 50.0}, "line_freq"),
+                                               ({"srate": 30.0, "freq": 14.0}, "freq")])
+def test_rates_too_low_for_the_model_name_the_field(params: dict, field: str) -> None:
+    with pytest.raises(ParamError, match="at or above Nyquist") as e:
+        SyntheticEEG(SyntheticEEG.Params(mode="realistic", **params)).setup({})
+    assert e.value.field == field
