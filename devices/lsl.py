@@ -32,6 +32,7 @@ from pylsl.util import LostError, TimeoutError as LSLTimeout
 from pydantic import Field
 
 from devices.timing import StreamTiming
+from nodes.checks import check_channels
 from pipeline.units import from_lsl, to_lsl
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Sink, Source, StreamInfo
 from pipeline.clock import now_ns
@@ -333,9 +334,7 @@ class LSLOutlet(Sink):
             for value in x:
                 self.outlet.push_sample([str(value)], t)
             return ()
-        if x.shape[0] != self.stream.n_channels:
-            raise ValueError(f"frame has {x.shape[0]} channels, the LSL stream "
-                             f"{self.stream.n_channels}")
+        check_channels(x, self.stream.n_channels)
         n = x.shape[1]
         if self.on_lsl_clock and frame.t_device is not None and self.stream.srate:
             last = frame.t_device + (n - 1) / self.stream.srate

@@ -45,6 +45,7 @@ import mne
 import numpy as np
 from pydantic import Field
 
+from nodes.checks import require_srate
 from pipeline.units import VOLTS, to_lsl
 from devices.xdf import XDFWriter, stream_header
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Sink, StreamInfo, StreamMismatch
@@ -152,9 +153,7 @@ class FifFile:
         if stream.kind is not FrameKind.SAMPLES:
             raise StreamMismatch(f"a .fif recording holds a samples stream on 'in', not "
                                  f"{stream.kind.value}; record it as .nfr")
-        if stream.srate <= 0:
-            raise StreamMismatch("a .fif recording needs a regular sampling rate; the stream "
-                                 "has none")
+        require_srate(stream, "a .fif recording")
         if markers is not None and markers.kind is not FrameKind.MARKERS:
             raise StreamMismatch(f"input 'markers' takes a markers stream, not "
                                  f"{markers.kind.value}")

@@ -35,6 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from kernels.covariance import covariance, inv_sqrtm, shrink
+from nodes.checks import check_window
 from pipeline import Frame, FrameKind, Node, NodeParams, StreamInfo, StreamMismatch
 from pipeline.node import Figure, Output
 
@@ -106,10 +107,7 @@ class Align(Node):
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
         x = frame.data
-        c, length = self.shape
-        if x.ndim != 2 or x.shape[0] != c or (length >= 0 and x.shape[1] != length):
-            raise ValueError(f"frame has shape {list(x.shape)}, the stream {list(self.shape)} "
-                             f"(channels x samples)")
+        check_window(x, self.shape)
         if not np.isfinite(x).all():
             self.nonfinite += 1
             return

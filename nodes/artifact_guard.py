@@ -38,13 +38,13 @@ from typing import Iterable, Literal, Mapping
 import numpy as np
 from pydantic import Field
 
+from nodes.checks import check_channels, check_window, require_srate
 from pipeline import Frame, FrameKind, Node, NodeParams, ParamError, StreamInfo, StreamMismatch
 from pipeline.node import Figure, Output
+from pipeline.units import MICROVOLTS
 
 #: Detection reasons, in the order they are reported.
 REASONS = ("nonfinite", "flat", "amplitude", "saturation")
-#: Unit strings taken as microvolts.
-MICROVOLTS = ("uV", "µV", "μV")
 #: Channels named per reason in ``figures()`` (the most frequent first).
 FIGURE_NAMES = 8
 
@@ -122,9 +122,7 @@ class ArtifactGuard(Node):
                                             f"are not: pick the EEG channels first")
         self.span = 0
         if not self.tensor:
-            if stream.srate <= 0:
-                raise ParamError("span", "needs a regular sampling rate; the stream has none")
-            self.span = max(1, round(p.span * stream.srate))
+            self.span = max(1, round(p.span * require_srate(stream, self.type_name)))
         self.frames = self.artifact_frames = 0
         self.counts = {r: 0 for r in REASONS}
         self.bad = {r: Counter() for r in REASONS}
@@ -166,11 +164,10 @@ class ArtifactGuard(Node):
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
         x = frame.data
-        length = self.shape[1] if self.tensor else -1
-        if x.ndim != 2 or x.shape[0] != self.channels or (length >= 0 and x.shape[1] != length):
-            raise ValueError(f"frame has shape {list(x.shape)}, the stream " + (
-                f"{list(self.shape)} (channels x samples)" if self.tensor
-                else f"has {self.channels} channels"))
+        if self.tensor:
+            check_window(x, self.shape)
+        else:
+            check_channels(x, self.channels)
         self.frames += 1
         if not x.shape[1]:
             yield "out", frame

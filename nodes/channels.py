@@ -14,6 +14,7 @@ import mne
 import numpy as np
 from pydantic import Field
 
+from nodes.checks import check_channels
 from pipeline import Frame, FrameKind, Node, NodeParams, ParamError, StreamInfo
 from pipeline.node import Output
 
@@ -80,8 +81,7 @@ class Pick(Node):
                                       shape=(len(keep),) + stream.shape[1:])}
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
-        if frame.data.shape[0] != self.channels:
-            raise ValueError(f"frame has {frame.data.shape[0]} channels, the stream {self.channels}")
+        check_channels(frame.data, self.channels)
         yield "out", frame.with_data(frame.data[self.index])
 
 
@@ -120,6 +120,5 @@ class Reref(Node):
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
         x = frame.data
-        if x.shape[0] != self.channels:
-            raise ValueError(f"frame has {x.shape[0]} channels, the stream {self.channels}")
+        check_channels(x, self.channels)
         yield "out", frame.with_data((self.matrix @ x.astype(np.float64)).astype(np.float32))

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 from kernels.filtering import StreamingFIR, StreamingSOS
+from nodes.checks import check_channels, require_srate
 from pipeline import Frame, FrameKind, Node, NodeParams, ParamError, StreamInfo
 from pipeline.node import Output
 
@@ -57,8 +58,7 @@ class StreamFilter(Node):
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         stream = info["in"]
-        if stream.srate <= 0:
-            raise ParamError("method", "needs a regular sampling rate; the stream has none")
+        require_srate(stream, self.type_name)
         self.channels = stream.n_channels
         p = self.params
         self.sos: np.ndarray | None = None
@@ -120,8 +120,7 @@ class StreamFilter(Node):
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
         x = frame.data
-        if x.shape[0] != self.channels:
-            raise ValueError(f"frame has {x.shape[0]} channels, the stream {self.channels}")
+        check_channels(x, self.channels)
         yield "out", frame.with_data(self.filter(x).astype(np.float32))
 
 

@@ -19,7 +19,9 @@ A causal node cannot undo that without waiting for it, so there are two modes:
 - ``compensate_delay: true``: the output is exactly ``resample_poly(x, up, down)`` (time-aligned
   with the input, ``t_device`` true to the content), at the price of emitting every sample
   ``latency_s`` late (``extra``); the last samples are computed at the end of the stream with
-  zeros after it, as ``resample_poly`` pads.
+  zeros after it, as ``resample_poly`` pads. A frame carries the ``t_origin_ns`` of the input
+  frame holding the input sample its first output shows, so the latency measured downstream
+  includes that wait (``standardize`` stamps its held block the same way).
 
 Frames are float32; the arithmetic is float64. A NaN in the input spoils the outputs whose filter
 window holds it (``len(h) / up`` input samples' worth) and then clears: the filter has no feedback.
@@ -27,6 +29,7 @@ window holds it (``len(h) / up`` input samples' worth) and then clears: the filt
 
 from __future__ import annotations
 
+from collections import deque
 from fractions import Fraction
 from typing import Iterable, Mapping
 
@@ -34,6 +37,7 @@ import numpy as np
 from pydantic import Field
 
 from kernels.polyphase import antialias_taps, polyphase_params, polyphase_state, polyphase_step
+from nodes.checks import check_channels, require_srate
 from pipeline import Frame, FrameKind, Node, NodeParams, ParamError, StreamInfo
 from pipeline.node import Output
 
@@ -79,9 +83,7 @@ class Resample(Node):
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         stream = info["in"]
-        if stream.srate <= 0:
-            raise ParamError("srate", "needs a regular sampling rate; the stream has none")
-        self.source = stream.srate
+        self.source = require_srate(stream, self.type_name)
         up, down = rate_ratio(stream.srate, self.params.srate)
         h = antialias_taps(up, down)
         half_len = (h.size - 1) // 2
@@ -89,10 +91,9 @@ class Resample(Node):
             # resample_poly: pad h in front so the delay is whole output samples, then drop them
             pad = down - half_len % down
             h = np.concatenate([np.zeros(pad), h])
-            self.shift = half_len + pad            # upsampled samples
+            self.skip = (half_len + pad) // down   # outputs dropped at the start
         else:
-            self.shift = 0
-        self.skip = self.shift // down             # outputs dropped at the start
+            self.skip = 0
         self.poly = polyphase_params(h, up, down)
         self.channels = stream.n_channels
         srate = stream.srate * up / down
@@ -110,61 +111,67 @@ class Resample(Node):
         self.to_skip = self.skip
         self.n_in = 0          # input samples consumed
         self.n_out = 0         # output samples produced
-        self.t_next: float | None = None   # t_device the next chunk should have
-        self.t_origin = 0      # of the last frame
+        # (first input sample, t_origin_ns) of the input frames that later outputs may show
+        self.origins: deque[tuple[int, int]] = deque()
+        self.anchor: tuple[float, int] | None = None  # last frame's t_device and first sample
 
-    def _step(self, x: np.ndarray) -> tuple[np.ndarray, float]:
-        """Resample the next chunk: the outputs (float64) and the time of the first one, in s
-        after the chunk's first sample (negative when compensated: it shows an earlier input)."""
-        up, down = self.poly.up, self.poly.down
-        phase = self.state.phase
+    def resample(self, x: np.ndarray) -> np.ndarray:
+        """The next chunk ``x`` (channels x n, any float dtype) resampled, float64: what
+        `process` emits rounded to float32 (public so that tests check it against SciPy to
+        float64 precision, as filters' ``filter``); possibly no samples (a chunk that does not
+        reach the next output)."""
         y, self.state = polyphase_step(x, self.state, self.poly)
         drop = min(self.to_skip, y.shape[1])
         self.to_skip -= drop
         self.n_in += x.shape[1]
         self.n_out += y.shape[1] - drop
-        return y[:, drop:], (phase + drop * down - self.shift) / (up * self.source)
-
-    def resample(self, x: np.ndarray) -> np.ndarray:
-        """The next chunk ``x`` (channels x n, any float dtype) resampled; float64, possibly
-        with no samples (a chunk that does not reach the next output)."""
-        return self._step(x)[0]
+        return y[:, drop:]
 
     def flush(self) -> np.ndarray:
-        """At the end of the stream: the outputs still owed (float64). ``compensate_delay``: the
-        last ``latency_s`` of them, computed with zeros after the end as resample_poly pads, so
-        that ``ceil(n * up / down)`` come out in all; causal: none. Call `reset` before reusing
-        the node on another stream."""
-        return self._flush()[0]
-
-    def _flush(self) -> tuple[np.ndarray, float]:
+        """At the end of the stream: the outputs still owed (float64; what `close` emits).
+        ``compensate_delay``: the last ``latency_s`` of them, computed with zeros after the end
+        as resample_poly pads, so that ``ceil(n * up / down)`` come out in all; causal: none.
+        Call `reset` before reusing the node on another stream."""
         up, down = self.poly.up, self.poly.down
         owed = -(-self.n_in * up // down) - self.n_out
         if owed <= 0:
-            return np.zeros((self.channels, 0)), 0.0
+            return np.zeros((self.channels, 0))
         # zeros until the input reaches the upsampled position of the last owed output
         last = (self.skip + self.n_out + owed - 1) * down
         n_in, n_out = self.n_in, self.n_out
-        y, offset = self._step(np.zeros((self.channels, last // up + 1 - n_in)))
+        y = self.resample(np.zeros((self.channels, last // up + 1 - n_in)))
         self.n_in, self.n_out = n_in, n_out + owed  # zeros are not input: a second flush owes none
-        return y[:, :owed], offset
+        return y[:, :owed]
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
         x = frame.data
-        if x.shape[0] != self.channels:
-            raise ValueError(f"frame has {x.shape[0]} channels, the stream {self.channels}")
-        y, offset = self._step(x)
-        self.t_origin = frame.t_origin_ns
-        self.t_next = None if frame.t_device is None else frame.t_device + x.shape[1] / self.source
+        check_channels(x, self.channels)
+        first = self.n_out
+        self.anchor = None if frame.t_device is None else (frame.t_device, self.n_in)
+        if x.shape[1]:
+            self.origins.append((self.n_in, frame.t_origin_ns))
+        y = self.resample(x)
         if y.shape[1]:
-            yield "out", self._frame(y, frame.t_origin_ns, frame.t_device, offset)
+            yield "out", self._frame(y, first)
 
     def close(self) -> Iterable[Output]:
-        t_device = self.t_next
-        y, offset = self._flush()
+        first = self.n_out
+        y = self.flush()
         if y.shape[1]:
-            yield "out", self._frame(y, self.t_origin, t_device, offset)
+            yield "out", self._frame(y, first)
 
-    def _frame(self, y: np.ndarray, t_origin: int, t_chunk: float | None, offset: float) -> Frame:
-        t_device = None if t_chunk is None else t_chunk + offset
-        return Frame(FrameKind.SAMPLES, y.astype(np.float32), t_origin, t_device=t_device)
+    def _frame(self, y: np.ndarray, first: int) -> Frame:
+        """The frame of outputs ``first, first + 1, ...``. Output k sits at input sample
+        ``k * down / up`` on the output grid (the input it shows when compensated): its
+        ``t_device`` is that position's time, counted from the last input frame's, and its
+        ``t_origin_ns`` that of the input frame holding the sample (rounded down)."""
+        up, down = self.poly.up, self.poly.down
+        aligned = first * down // up
+        while len(self.origins) > 1 and self.origins[1][0] <= aligned:
+            self.origins.popleft()   # later outputs show later inputs
+        t_device = None
+        if self.anchor is not None:
+            t_frame, n_frame = self.anchor
+            t_device = t_frame + (first * down - n_frame * up) / (up * self.source)
+        return Frame(FrameKind.SAMPLES, y.astype(np.float32), self.origins[0][1],
+                     t_device=t_device)

@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import Field
 
 from kernels.ewm import ewm_standardize, ewm_state
+from nodes.checks import check_channels
 from pipeline import Frame, FrameKind, Node, NodeParams, StreamInfo
 from pipeline.node import Figure, Output
 
@@ -87,8 +88,7 @@ class Standardize(Node):
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
         x = frame.data
-        if x.shape[0] != self.channels:
-            raise ValueError(f"frame has {x.shape[0]} channels, the stream {self.channels}")
+        check_channels(x, self.channels)
         holding = bool(self.to_hold)
         if holding and not self.held and x.shape[1]:
             self.held_times = (frame.t_origin_ns, frame.t_device)

@@ -18,6 +18,7 @@ from typing import Iterable, Mapping
 import numpy as np
 from pydantic import Field
 
+from nodes.checks import check_channels, require_srate
 from pipeline import Frame, FrameKind, Node, NodeParams, ParamError, StreamInfo
 from pipeline.node import Output
 
@@ -34,9 +35,7 @@ class Window(Node):
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         stream, p = info["in"], self.params
-        if stream.srate <= 0:
-            raise ParamError("length", "needs a regular sampling rate; the stream has none")
-        self.srate = stream.srate
+        self.srate = require_srate(stream, self.type_name)
         self.length = round(p.length * stream.srate)
         self.step = round(p.step * stream.srate)
         for field, n in (("length", self.length), ("step", self.step)):
@@ -72,8 +71,7 @@ class Window(Node):
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
         x = frame.data
-        if x.shape[0] != self.channels:
-            raise ValueError(f"frame has {x.shape[0]} channels, the stream {self.channels}")
+        check_channels(x, self.channels)
         i, n = 0, x.shape[1]
         while i < n:
             take = min(n - i, self.until_next)

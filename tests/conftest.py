@@ -128,3 +128,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def random_chunks(n: int, rng: np.random.Generator, most: int,
+                  least: int = 1) -> list[tuple[int, int]]:
+    """``(start, end)`` of consecutive chunks covering samples 0 .. n, of ``least`` .. ``most``
+    samples each drawn from ``rng`` (the last one cut at n; ``least=0`` includes empty chunks):
+    a stream cut the way a device or the network might cut it."""
+    ends = np.cumsum(rng.integers(least, most + 1, size=n))
+    ends = np.concatenate([[0], ends[ends < n], [n]])
+    return list(zip(ends[:-1].tolist(), ends[1:].tolist()))

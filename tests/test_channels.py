@@ -93,3 +93,12 @@ def test_reref_errors_name_the_missing_channels(recording) -> None:
     with pytest.raises(ParamError, match="no channel Cz; the stream has") as e:
         Reref(Reref.Params(ref=["Cz"])).setup({"in": info})
     assert e.value.field == "ref"
+
+
+@pytest.mark.parametrize(("cls", "params"), [(Pick, {"channels": ["b"]}), (Reref, {})])
+def test_a_frame_with_another_channel_count_is_refused(cls: type[Pick | Reref],
+                                                       params: dict) -> None:
+    node = cls(cls.Params(**params), cls.type_name)
+    node.setup({"in": StreamInfo(FrameKind.SAMPLES, 160.0, ("a", "b", "c"), shape=(3,))})
+    with pytest.raises(ValueError, match="frame has 2 channels, the stream has 3"):
+        list(node.process("in", Frame(FrameKind.SAMPLES, np.zeros((2, 16), np.float32), 0)))

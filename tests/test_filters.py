@@ -9,13 +9,11 @@ import pytest
 from scipy import signal
 
 from nodes.filters import Bandpass, Highpass, Lowpass, Notch, StreamFilter
-from pipeline import Frame, FrameKind, StreamInfo, config, graph
+from pipeline import Frame, FrameKind, StreamInfo, StreamMismatch, config, graph
 from pipeline.config import ConfigError
-from conftest import edf_files, recording_uv
+from conftest import edf_files, random_chunks, recording_uv
 
 SRATE = 160.0
-
-
 
 
 def make(cls: type[StreamFilter], channels: int, srate: float = SRATE, **params: object) -> StreamFilter:
@@ -37,9 +35,8 @@ def offline(node: StreamFilter, x: np.ndarray) -> np.ndarray:
 
 def chunked(node: StreamFilter, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``x`` through ``node.filter`` in chunks of random length 1..64 (float64 out)."""
-    cuts = np.cumsum(rng.integers(1, 65, size=x.shape[1]))
-    cuts = np.concatenate([[0], cuts[cuts < x.shape[1]], [x.shape[1]]])
-    return np.concatenate([node.filter(x[:, a:b]) for a, b in zip(cuts[:-1], cuts[1:])], axis=1)
+    return np.concatenate([node.filter(x[:, a:b]) for a, b in random_chunks(x.shape[1], rng, 64)],
+                          axis=1)
 
 
 FILTERS = [
@@ -132,9 +129,15 @@ def test_a_frame_with_the_wrong_channel_count_is_refused_and_the_state_kept() ->
     node = make(Lowpass, 4)
     x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32)
     ref = make(Lowpass, 4)
-    with pytest.raises(ValueError, match="3 channels, the stream 4"):
+    with pytest.raises(ValueError, match="frame has 3 channels, the stream has 4"):
         list(node.process("in", Frame(FrameKind.SAMPLES, x[:3], 0)))
     np.testing.assert_array_equal(node.filter(x), ref.filter(x))
+
+
+def test_a_stream_without_a_rate_is_refused_naming_the_filter() -> None:
+    with pytest.raises(StreamMismatch, match="notch needs a regular sampling rate; the stream "
+                                             "has none"):
+        Notch(Notch.Params(), "f").setup({"in": StreamInfo(FrameKind.SAMPLES, 0.0, shape=(4,))})
 
 
 def test_initial_first_starts_without_a_step() -> None:

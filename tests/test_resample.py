@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from conftest import edf_files, recording_uv
+from conftest import edf_files, random_chunks, recording_uv
 from nodes.resample import Resample
-from pipeline import Frame, FrameKind, ParamError, StreamInfo, config, graph
+from pipeline import Frame, FrameKind, StreamInfo, StreamMismatch, config, graph
 from pipeline.config import ConfigError
 
 SRATE = 160.0
 #: 160 Hz to these rates: (up, down) as the reduced fraction.
 TARGETS = {100.0: (5, 8), 250.0: (25, 16), 128.0: (4, 5)}
-
-
+#: Frames are float32: a float64 value rounds by at most half a float32 ulp, 2**-24 (6e-8)
+#: relative; 1e-7 leaves room. atol: the float64 paths' own 1e-10 µV (next tests).
+FLOAT32 = {"rtol": 1e-7, "atol": 1e-10}
 
 
 def make(srate: float, channels: int = 64, **params: object) -> tuple[Resample, StreamInfo]:
@@ -35,14 +36,22 @@ def reference_taps(up: int, down: int) -> np.ndarray:
     return signal.firwin(20 * max(up, down) + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
 
 
-def random_cuts(n: int, rng: np.random.Generator, most: int) -> np.ndarray:
-    """Chunk boundaries 0 .. n, chunks of 0 .. most samples (empty chunks included)."""
-    cuts = np.cumsum(rng.integers(0, most + 1, size=n))
-    return np.concatenate([[0], cuts[cuts < n], [n]])
+def chunked(node: Resample, x: np.ndarray, rng: np.random.Generator, most: int) -> np.ndarray:
+    """``x`` through ``node.resample`` in random chunks of 0 .. ``most`` samples (empty ones
+    included); float64 out."""
+    chunks = random_chunks(x.shape[1], rng, most, least=0)
+    return np.concatenate([node.resample(x[:, a:b]) for a, b in chunks], axis=1)
 
 
-def chunked(node: Resample, x: np.ndarray, cuts: np.ndarray) -> np.ndarray:
-    return np.concatenate([node.resample(x[:, a:b]) for a, b in zip(cuts[:-1], cuts[1:])], axis=1)
+def frames_of(node: Resample, x: np.ndarray, size: int = 16) -> list[tuple[int | None, Frame]]:
+    """``x`` through ``process`` in frames of ``size`` samples (the one from sample a stamped
+    t_origin_ns 1000 + a, t_device 5 + a / 160 s), then ``close``: each output frame with the
+    first sample of the input frame that produced it (None: close)."""
+    out: list[tuple[int | None, Frame]] = []
+    for a in range(0, x.shape[1], size):
+        frame = Frame(FrameKind.SAMPLES, x[:, a:a + size], 1000 + a, t_device=5.0 + a / SRATE)
+        out += [(a, f) for _, f in node.process("in", frame)]
+    return out + [(None, f) for _, f in node.close()]
 
 
 def test_chunked_equals_causal_upfirdn_of_the_whole_real_recording() -> None:
@@ -57,7 +66,7 @@ def test_chunked_equals_causal_upfirdn_of_the_whole_real_recording() -> None:
         for target, (up, down) in TARGETS.items():
             node, info = make(target)
             assert (info.extra["up"], info.extra["down"]) == (up, down)
-            got = chunked(node, x, random_cuts(n, rng, 40))
+            got = chunked(node, x, rng, 40)
             ref = signal.upfirdn(reference_taps(up, down), x.astype(np.float64), up, down, axis=1)
             assert got.dtype == np.float64 and got.shape == (64, -(-n * up // down))
             np.testing.assert_allclose(got, ref[:, :got.shape[1]], rtol=0, atol=1e-10,
@@ -72,8 +81,7 @@ def test_compensated_equals_resample_poly_with_the_tail_at_the_end() -> None:
     rng = np.random.default_rng(1)
     for target, (up, down) in TARGETS.items():
         node, info = make(target, compensate_delay=True)
-        got = np.concatenate([chunked(node, x, random_cuts(x.shape[1], rng, 40)), node.flush()],
-                             axis=1)
+        got = np.concatenate([chunked(node, x, rng, 40), node.flush()], axis=1)
         ref = signal.resample_poly(x.astype(np.float64), up, down, axis=1)
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, rtol=0, atol=1e-10)
@@ -94,26 +102,45 @@ def test_stream_info_reports_the_new_rate_and_the_delay() -> None:
 def test_frames_are_float32_stamped_with_their_first_output_sample(compensate: bool) -> None:
     """Frames of 16 samples at t_device = 5 + a / 160: each output frame's t_device is the time
     of its first sample on the output grid (5 + k / 250 for output k), close() emits the tail of
-    a compensated stream, and the data is the float64 path rounded to float32."""
+    a compensated stream, and the data is SciPy's (upfirdn causal, resample_poly compensated)
+    rounded to float32."""
     x = recording_uv(edf_files()[0])[:, :3000]
-    node, info = make(250.0, compensate_delay=compensate)
-    ref, _ = make(250.0, compensate_delay=compensate)
-    frames = []
-    for a in range(0, x.shape[1], 16):
-        frames += [f for _, f in node.process("in", Frame(FrameKind.SAMPLES, x[:, a:a + 16],
-                                                          1000 + a, t_device=5.0 + a / SRATE))]
-    tail = [f for _, f in node.close()]
-    assert len(tail) == compensate
-    frames += tail
+    node, _ = make(250.0, compensate_delay=compensate)
+    frames = frames_of(node, x)
+    assert [a for a, _ in frames].count(None) == compensate  # the tail, at close
     k = 0
-    for f in frames:
+    for _, f in frames:
         assert f.kind is FrameKind.SAMPLES and f.data.dtype == np.float32 and f.data.shape[1] > 0
         assert f.t_device == pytest.approx(5.0 + k / 250.0, abs=1e-9)
         k += f.data.shape[1]
-    assert k == -(-3000 * 25 // 16)
-    expected = np.concatenate([ref.resample(x), ref.flush()], axis=1).astype(np.float32)
-    np.testing.assert_array_equal(np.concatenate([f.data for f in frames], axis=1), expected)
-    assert frames[-1].t_origin_ns == 1000 + 2992  # the last frame's stamp (tail included)
+    x64 = x.astype(np.float64)
+    if compensate:
+        ref = signal.resample_poly(x64, 25, 16, axis=1)
+    else:
+        ref = signal.upfirdn(reference_taps(25, 16), x64, 25, 16, axis=1)[:, :-(-3000 * 25 // 16)]
+    assert k == ref.shape[1] == -(-3000 * 25 // 16)
+    np.testing.assert_allclose(np.concatenate([f.data for _, f in frames], axis=1), ref,
+                               **FLOAT32)
+
+
+@pytest.mark.parametrize("compensate", [False, True])
+def test_frames_carry_the_origin_of_the_input_they_show(compensate: bool) -> None:
+    """An output frame's t_origin_ns is that of the input frame holding the input sample its
+    first output k shows, floor(k * 16 / 25) at 160 -> 250 Hz. Causal, that is the frame that
+    produced it (no wait added); compensated, the one latency_s (0.064 s, 10.24 input samples)
+    before it, so the latency measured downstream includes the wait."""
+    x = recording_uv(edf_files()[0])[:4, :3000]
+    node, info = make(250.0, channels=4, compensate_delay=compensate)
+    k = older = 0
+    for a, f in frames_of(node, x):
+        j = k * 16 // 25
+        assert f.t_origin_ns == 1000 + j - j % 16, (a, k)
+        if a is not None:
+            assert f.t_origin_ns <= 1000 + a  # never younger than the input that produced it
+            older += f.t_origin_ns < 1000 + a
+        k += f.data.shape[1]
+    assert (older > 0) == compensate
+    assert info.extra["latency_s"] == (0.064 if compensate else 0)
 
 
 def test_reset_repeats_the_same_output() -> None:
@@ -146,8 +173,8 @@ def test_a_nan_spoils_only_the_outputs_whose_window_holds_it() -> None:
     clean[1, 300] = 0.0
     x[1, 300] = np.nan
     node, _ = make(100.0, channels=2)
-    y = chunked(node, x, random_cuts(600, rng, 16))
-    ref = make(100.0, channels=2)[0].resample(clean)
+    y = chunked(node, x, rng, 16)
+    ref = signal.upfirdn(reference_taps(5, 8), clean, 5, 8, axis=1)[:, :y.shape[1]]
     bad = ~np.isfinite(y)
     assert not bad[0].any() and bad[1].any()
     # output m sees inputs up to (m * 8) // 5 and back 33 of them
@@ -159,7 +186,7 @@ def test_a_nan_spoils_only_the_outputs_whose_window_holds_it() -> None:
 
 def test_a_frame_with_the_wrong_channel_count_is_refused() -> None:
     node, _ = make(100.0, channels=4)
-    with pytest.raises(ValueError, match="3 channels, the stream 4"):
+    with pytest.raises(ValueError, match="frame has 3 channels, the stream has 4"):
         list(node.process("in", Frame(FrameKind.SAMPLES, np.zeros((3, 16), np.float32), 0)))
 
 
@@ -186,6 +213,6 @@ def test_rates_needing_huge_factors_are_refused_on_the_srate_line(srate: float,
 
 def test_a_stream_without_a_rate_is_refused() -> None:
     node = Resample(Resample.Params(srate=100.0), "rs")
-    with pytest.raises(ParamError) as e:
+    with pytest.raises(StreamMismatch, match="resample needs a regular sampling rate; the "
+                                             "stream has none"):
         node.setup({"in": StreamInfo(FrameKind.SAMPLES, 0.0, shape=(4,))})
-    assert e.value.field == "srate" and "regular sampling rate" in str(e.value)

@@ -8,7 +8,7 @@ import pytest
 
 from nodes.standardize import Standardize
 from pipeline import Frame, FrameKind, StreamInfo
-from conftest import edf_files, recording_uv
+from conftest import edf_files, random_chunks, recording_uv
 
 SRATE = 160.0
 #: Frames are float32: rounding is <= 2**-24 relative (1e-6 leaves room for a rounding flip);
@@ -61,16 +61,10 @@ def make(channels: int = 64, **params: object) -> Standardize:
     return node
 
 
-def random_cuts(n: int, rng: np.random.Generator, most: int = 64) -> list[tuple[int, int]]:
-    cuts = np.cumsum(rng.integers(1, most + 1, size=n))
-    cuts = np.concatenate([[0], cuts[cuts < n], [n]])
-    return list(zip(cuts[:-1], cuts[1:]))
-
-
 def streamed(node: Standardize, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``x`` through ``node.standardize`` in chunks of random length 1..64 (float64 out)."""
-    return np.concatenate([node.standardize(x[:, a:b]) for a, b in random_cuts(x.shape[1], rng)],
-                          axis=1)
+    chunks = random_chunks(x.shape[1], rng, 64)
+    return np.concatenate([node.standardize(x[:, a:b]) for a, b in chunks], axis=1)
 
 
 @pytest.mark.parametrize(("name", "params"), [
@@ -154,5 +148,5 @@ def test_reset_and_a_wrong_channel_count() -> None:
     node.standardize(x)
     node.reset()
     np.testing.assert_array_equal(node.standardize(x), first)
-    with pytest.raises(ValueError, match="3 channels, the stream 4"):
+    with pytest.raises(ValueError, match="frame has 3 channels, the stream has 4"):
         list(node.process("in", Frame(FrameKind.SAMPLES, x[:3], 0)))
