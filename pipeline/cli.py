@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 the graph ran but a node failed for good (or a worker h
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import sys
 from pathlib import Path
@@ -22,7 +23,11 @@ EXIT_CONFIG = 2
 
 
 def _build(args: argparse.Namespace) -> graph.Graph:
-    return graph.build(config.load(args.graph, args.set))
+    spec = config.load(args.graph, args.set)
+    if spec.lsl_config is not None and "LSLAPICFG" not in os.environ:
+        # before any LSL node is imported; the workers inherit it. A machine-wide setting wins.
+        os.environ["LSLAPICFG"] = str(spec.lsl_config.resolve())
+    return graph.build(spec)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -128,13 +128,14 @@ class GraphSpec:
     hosts: dict[str, HostSpec]
     keys: Path | None
     supervisor: SupervisorSettings
+    lsl_config: Path | None = None
     line_of_top: dict[str, int] = field(default_factory=dict)
 
     def where(self, line: int) -> str:
         return f"{self.path}:{line}"
 
 
-_TOP_KEYS = {"name", "nodes", "edges", "groups", "hosts", "keys", "supervisor"}
+_TOP_KEYS = {"name", "nodes", "edges", "groups", "hosts", "keys", "supervisor", "lsl_config"}
 _EDGE_KEYS = {"chain", "policy", "queue"}
 DEFAULT_QUEUE = 64
 
@@ -185,6 +186,15 @@ def loads(text: str, name: str = "<graph>", sets: list[str] | None = None,
     keys = doc.get("keys")
     if keys is not None and not isinstance(keys, str):
         raise ConfigError(f"{where(doc.line_of('keys'))}: 'keys' must be a directory path")
+    lsl_config = doc.get("lsl_config")
+    if lsl_config is not None:
+        if not isinstance(lsl_config, str):
+            raise ConfigError(f"{where(doc.line_of('lsl_config'))}: 'lsl_config' must be the path "
+                              f"of a liblsl configuration file")
+        lsl_config = (base_dir or Path(".")) / lsl_config
+        if not lsl_config.is_file():
+            raise ConfigError(f"{where(doc.line_of('lsl_config'))}: lsl_config: {lsl_config}: "
+                              f"no such file")
     graph_name = doc.get("name", Path(name).stem)
     if not isinstance(graph_name, str):
         raise ConfigError(f"{where(doc.line_of('name'))}: 'name' must be a string")
@@ -192,7 +202,7 @@ def loads(text: str, name: str = "<graph>", sets: list[str] | None = None,
         path=name, name=graph_name, nodes=nodes, edges=edges, groups=groups,
         group_hosts=group_hosts, group_lines=group_lines, hosts=hosts,
         keys=(base_dir or Path(".")) / keys if keys else None, supervisor=supervisor,
-        line_of_top=dict(doc.key_lines))
+        lsl_config=lsl_config, line_of_top=dict(doc.key_lines))
 
 
 def _load_nodes(doc: LineDict, where) -> dict[str, NodeSpec]:
