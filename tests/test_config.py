@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -168,6 +169,27 @@ def test_validate_cli_exits_non_zero_with_the_message(tmp_path: Path) -> None:
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "amp.out: samples 4 ch @ 100 Hz float32" in r.stdout
+
+
+def test_a_graph_names_its_lsl_configuration_and_the_cli_applies_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "site" / "lsl.cfg"
+    cfg.parent.mkdir()
+    cfg.write_text((Path(__file__).resolve().parents[1] / "configs" / "lsl_api.cfg").read_text())
+    path = tmp_path / "g.yaml"
+    path.write_text("name: l\nlsl_config: site/lsl.cfg\nnodes:\n"
+                    "  inlet: {type: lsl_inlet, name: nobody-here, timeout: 0.2}\n"
+                    "  out: {type: \"null\"}\nedges:\n  - inlet -> out\n")
+    assert config.load(path).lsl_config == tmp_path / "site" / "lsl.cfg"  # next to the graph
+    env = {k: v for k, v in os.environ.items() if k != "LSLAPICFG"}
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "validate", str(path)],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert f"Configuration loaded from {cfg}" in r.stderr          # liblsl's own log line
+    assert f"{path}:4: node 'inlet' (lsl_inlet): field 'name': no LSL stream matches " \
+           f"name='nobody-here' within 0.2 s" in r.stderr
+    path.write_text(path.read_text().replace("site/lsl.cfg", "nowhere.cfg"))
+    with pytest.raises(ConfigError, match=r"g.yaml:2: lsl_config: .*nowhere.cfg: no such file"):
+        config.load(path)
 
 
 def test_shipped_configs_validate() -> None:
