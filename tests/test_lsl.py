@@ -157,6 +157,26 @@ def test_markers_land_on_their_samples_despite_a_ten_second_clock_offset(clock: 
         assert fig["clock_offset_ms"] == pytest.approx(-10_000, abs=5)
 
 
+def test_dejitter_smooths_the_stamps_of_a_regular_stream() -> None:
+    name, srate = unique("jitter"), 100.0
+    outlet = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 1, srate, "float32", name))
+    # one sample per frame, so that every sample's stamp is seen
+    rough = inlet(name=name, timeout=5.0, max_chunk=1)
+    smooth = inlet(name=name, timeout=5.0, max_chunk=1, dejitter=True)
+    outlet.wait_for_consumers(5.0)
+    t0, k = pylsl.local_clock(), np.arange(500)
+    jitter = np.random.default_rng(0).uniform(0, 0.004, k.size)  # up to 40 % of a period late
+    for chunk in np.array_split(k, 50):
+        outlet.push_chunk(np.zeros((len(chunk), 1), np.float32), list(t0 + chunk / srate
+                                                                     + jitter[chunk]))
+    stamps = {}
+    for key, node in (("rough", rough), ("smooth", smooth)):
+        frames = pull_until(node, lambda f: sum(x.data.shape[1] for x in f) == k.size)
+        stamps[key] = np.array([f.t_device for f in frames]) - t0 - k / srate  # off the grid
+    # liblsl's dejitter fits a line through the stamps: what is left is far below the jitter
+    assert np.std(stamps["smooth"][10:]) < np.std(stamps["rough"][10:]) / 4
+
+
 @pytest.mark.slow
 def test_gaps_and_the_true_rate_are_measured_from_the_stamps() -> None:
     name, srate = unique("liar"), 256.0
@@ -245,6 +265,11 @@ def test_independent_outlet_to_graph_to_independent_inlet_gets_every_sample_filt
             x, t = consumer.pull_chunk(timeout=0.5, max_samples=1024, as_numpy=True)
             chunks.append(x)
             stamps.append(t)
+        # the inlet's own figures reach the metrics file while the graph runs
+        g.wait_for(lambda: (g.figures().get("inlet", {}).get("node") or {}).get("samples") == n)
+        live = g.figures()["inlet"]["node"]
+        assert live["gaps"] == 0 and live["lost_samples"] == 0 and live["connected"]
+        assert live["srate_stamps"] == pytest.approx(srate, rel=1e-6)
         g.interrupt()
         assert g.finish() == 0, g.stderr
     finally:
