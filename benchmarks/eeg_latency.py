@@ -33,8 +33,6 @@ defaults). Numbers are reported against their targets, never asserted.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
@@ -45,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from hop_latency import (CHANNELS, CHUNK, PROBE, SRATE, evaluate, p50_p99, per_hop_us,
+from hop_latency import (CHANNELS, CHUNK, PROBE, SRATE, arguments, conclude, p50_p99, per_hop_us,
                          print_targets, run_graph)
 from pipeline.clock import now_ns
 from pipeline.registry import resolve
@@ -150,13 +148,9 @@ def report(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", metavar="OUT", help="write the results as JSON to this file")
+    ap = arguments(__doc__)
     ap.add_argument("--duration", type=float, default=20.0,
                     help="seconds per mode (floor, fused, procs), split over the rounds")
-    ap.add_argument("--rounds", type=int, default=2, help="how often floor, fused, procs alternate")
-    ap.add_argument("--warmup", type=float, default=1.0,
-                    help="seconds of windows discarded after the first of each run")
     args = ap.parse_args(argv)
     info = machine()
     with tempfile.TemporaryDirectory(prefix="nf-bench-", dir="/tmp") as tmp:
@@ -164,11 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     info["loadavg_1m_end"] = round(os.getloadavg()[0], 2)
     results.update(duration_s=args.duration, rounds=args.rounds, warmup_s=args.warmup,
                    chain=CHAIN, machine=info)
-    results["targets"] = evaluate(results, TARGETS)
-    report(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return conclude(results, TARGETS, report, args.json)
 
 
 if __name__ == "__main__":

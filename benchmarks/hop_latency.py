@@ -158,6 +158,7 @@ def start_cli(graph: dict[str, Any], work: Path, seconds: float) -> tuple[subpro
     """Write ``graph``, start ``neuroflow run`` on it; return the process and its metrics file."""
     gfile, metrics = work / f"{graph['name']}.yaml", work / f"{graph['name']}.metrics.jsonl"
     gfile.write_text(yaml.safe_dump(graph, sort_keys=False))
+    metrics.unlink(missing_ok=True)  # a previous round's "go" must not be taken for this one's
     path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
     cli = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(gfile), "--duration",
                             str(seconds), "--metrics", str(metrics), "--no-live", "--quiet"],
@@ -357,6 +358,27 @@ def evaluate(results: dict[str, Any], targets: Iterable[tuple[str, str, float]])
     return out
 
 
+def arguments(doc: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: ``--json OUT``, ``--rounds``, ``--warmup``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--json", metavar="OUT", help="write the results as JSON to this file")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="how often the compared runs alternate (load drifts: rounds spread it)")
+    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of frames discarded first")
+    return ap
+
+
+def conclude(results: dict[str, Any], targets: Iterable[tuple[str, str, float]],
+             report: Callable[[dict[str, Any]], None], out: str | None) -> int:
+    """The end of every benchmark: judge the results against their targets, print the table,
+    write the JSON (to ``out`` if given); the exit code (0: numbers are reported, not asserted)."""
+    results["targets"] = evaluate(results, targets)
+    report(results)
+    if out:
+        Path(out).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
 def print_targets(targets: dict[str, Any]) -> None:
     for name, t in targets.items():
         print(f"  {'met ' if t['met'] else 'MISS'} {name} = {t['value']:g} "
@@ -380,11 +402,8 @@ def report(results: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", metavar="OUT", help="write the results as JSON to this file")
+    ap = arguments(__doc__)
     ap.add_argument("--seconds", type=float, default=10.0, help="length of each latency run")
-    ap.add_argument("--rounds", type=int, default=2, help="raw, ours, fused alternated this often")
-    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of frames discarded first")
     ap.add_argument("--frames", type=int, default=200_000, help="frames of the throughput run")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nf-bench-", dir="/tmp") as tmp:
@@ -396,11 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         results["throughput"] = throughput(work, args.frames)
     results["payload"] = {"channels": CHANNELS, "samples": CHUNK, "dtype": "float32",
                           "period_ms": PERIOD_NS / 1e6, "wire_bytes": wire_bytes()}
-    results["targets"] = evaluate(results, TARGETS)
-    report(results)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 0
+    return conclude(results, TARGETS, report, args.json)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ reported against their targets, never asserted.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -34,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from hop_latency import (CHANNELS, CHUNK, PROBE, SRATE, evaluate, finish_cli, p50_p99, per_hop_us,
-                         print_targets, start_cli, wait_for_go)
+from hop_latency import (CHANNELS, CHUNK, PROBE, SRATE, arguments, conclude, finish_cli, p50_p99,
+                         per_hop_us, print_targets, start_cli, wait_for_go)
 
 SLOW_DELAY_S = 0.2
 TARGETS = (("isolation.ratio_p99", "<=", 1.5), ("recovery.restart_max_s", "<=", 2.0))
@@ -108,18 +107,18 @@ def recovery(work: Path, kills: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--json", metavar="OUT", help="write the results as JSON to this file")
+    ap = arguments(__doc__)
     ap.add_argument("--seconds", type=float, default=8.0, help="length of each isolation run")
-    ap.add_argument("--rounds", type=int, default=2, help="with/without alternated this often")
-    ap.add_argument("--warmup", type=float, default=1.0, help="seconds of frames discarded first")
     ap.add_argument("--kills", type=int, default=5, help="kill -9 of the worker, this often")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nf-bench-", dir="/tmp") as tmp:
         results = {"isolation": isolation(Path(tmp), args.seconds, args.warmup, args.rounds),
                    "recovery": recovery(Path(tmp), args.kills)}
+    return conclude(results, TARGETS, report, args.json)
+
+
+def report(results: dict[str, Any]) -> None:
     iso, rec = results["isolation"], results["recovery"]
-    results["targets"] = evaluate(results, TARGETS)
     print("fast branch latency (µs)   p50      p99")
     print(f"  alone               {iso['fast_alone_p50_us']:>8.1f} {iso['fast_alone_p99_us']:>8.1f}")
     print(f"  beside a slow sink  {iso['fast_beside_slow_p50_us']:>8.1f} "
@@ -129,9 +128,6 @@ def main(argv: list[str] | None = None) -> int:
           f"(counted)")
     print(f"kill -9 -> serving again: {rec['restart_s']} s (max {rec['restart_max_s']} s)")
     print_targets(results["targets"])
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    return 0
 
 
 if __name__ == "__main__":
