@@ -16,15 +16,24 @@ what a live graph needs on top of it:
   the supervisor restart the whole process group a few times and then stop the graph, while a
   headset that is switched on a minute late is a normal event. Only errors that mean the
   *configuration* is wrong (BrainFlow's ``INVALID_ARGUMENTS_ERROR`` / ``UNSUPPORTED_BOARD_ERROR``
-  before the board ever streamed) stop the node. Connecting runs in a helper thread, because
-  BrainFlow's ``prepare_session`` can block for seconds (a Cyton waits 1 s for its reply) and
-  ``read`` must return within ~100 ms.
+  before the board ever streamed) stop the node. Connecting and releasing run in a helper
+  thread, because BrainFlow's ``prepare_session`` can block for seconds (a Cyton waits 1 s for
+  its reply, a BLE board longer) and ``read`` must return within ~100 ms; ``close`` does not
+  wait for an attempt in flight (the supervisor gives a stopping worker 3 s to flush its sinks):
+  the helper thread releases the board after it.
 - *Clock and markers.* ``t_device`` is BrainFlow's timestamp row (Unix seconds, the host clock
   when BrainFlow received the sample); every nonzero value of the marker row
-  (``BoardShim.insert_marker``) becomes one ``markers`` frame stamped with its sample's time.
+  (``BoardShim.insert_marker``) becomes one ``markers`` frame stamped with its sample's time and
+  numbered (``meta["sample"]``) by its sample's index in the ``out`` stream. BrainFlow stamps
+  samples as they reach the host, in bursts on boards behind a USB dongle, so the stamps cannot
+  tell which sample that is; both streams carry the same ``extra["sample_clock"]`` token, which
+  tells `nodes.epoch` to trust the number.
 - *Playback is lossless.* BrainFlow's playback board clears the marker row of the file it plays
   (it carries only ``insert_marker``'s values), so the file's markers are read here and put
-  back at their line; the replay ends, as a file does, after its last line.
+  back at their sample: the file is counted the way BrainFlow parses it (a line without one
+  value per row is skipped, counted in ``skipped_lines``), and each new session (looping
+  playback after a stall) starts again at the file's first sample. The replay ends, as a file
+  does, after its last line (unless ``loopback_true`` loops it).
 - *Counted gaps.* Boards with a package-number row reveal lost packets: the missing numbers are
   counted (``gaps``), as is the measured sampling rate against the nominal one.
 
@@ -40,10 +49,10 @@ import logging
 import math
 import re
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, NamedTuple
 
 import numpy as np
 from brainflow.board_shim import (BoardIds, BoardShim, BrainFlowError, BrainFlowInputParams,
@@ -54,7 +63,7 @@ from pydantic import Field, create_model
 from devices.pacing import MAX_BLOCK_S
 from devices.timing import StreamTiming
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
-from pipeline.clock import now_ns
+from pipeline.clock import now_ns, sample_clock
 from pipeline.node import Figure, Output
 
 log = logging.getLogger("neuroflow.brainflow")
@@ -70,6 +79,13 @@ CONFIG_ERRORS = frozenset({BrainFlowExitCodes.INVALID_ARGUMENTS_ERROR.value,
                            BrainFlowExitCodes.UNSUPPORTED_BOARD_ERROR.value})
 #: Fields of BrainFlowInputParams that take an enum: a name or its integer value.
 ENUM_FIELDS: dict[str, type[IntEnum]] = {"master_board": BoardIds, "ip_protocol": IpProtocolTypes}
+#: Longest line BrainFlow's playback board reads at once (its fgets buffer, less the NUL); a
+#: longer line is read as several.
+PLAYBACK_LINE_BYTES = 8191
+#: How long ``close`` waits for the board's release (s): an ordinary release takes milliseconds,
+#: stopping a Cyton's reader thread up to its 1 s serial timeout; one queued behind a connection
+#: attempt in flight finishes later, in the helper thread, well inside the supervisor's grace.
+RELEASE_WAIT_S = 1.0
 
 
 def enum_value(enum: type[IntEnum], value: str | int, field: str) -> int:
@@ -175,13 +191,16 @@ class BrainFlowBoard(Source):
         self.srate = float(descr["sampling_rate"])
         self.rows, names, units = self._rows(descr, [p.channels] if isinstance(p.channels, str)
                                              else list(p.channels))
+        self.num_rows = int(descr["num_rows"])
         self.ts_row = int(descr["timestamp_channel"])
         self.marker_row: int | None = descr.get("marker_channel")
         self.package_row: int | None = descr.get("package_num_channel")
         self.buffer_samples = max(1, math.ceil(p.buffer * self.srate))
         self.label = f"brainflow node {self.name!r} ({self._where()})"
         self._init_state()
-        extra = {"board": self.board_name, "board_id": self.board_id}
+        # the markers' meta["sample"] numbers the samples of "out": one token on both streams
+        extra = {"board": self.board_name, "board_id": self.board_id,
+                 **sample_clock(self.name, self.srate)}
         return {"out": StreamInfo(FrameKind.SAMPLES, self.srate, names, units, "float32",
                                   (len(names),), clock="unix", extra=extra),
                 "markers": StreamInfo(FrameKind.MARKERS, 0.0, dtype="unicode", clock="unix",
@@ -226,8 +245,8 @@ class BrainFlowBoard(Source):
         self.ever_streamed = False
         self.last_data_ns = 0
         self.samples = 0                  # samples received since open (the markers' index)
-        self.file_samples = 0             # playback: lines of the file
-        self.file_marks = (np.zeros(0, np.int64), np.zeros(0))  # playback: (line, value)
+        self.playback_file = PlaybackFile(0, 0, None, np.zeros(0, np.int64), np.zeros(0))
+        self.file_pos = 0                 # playback: the file's sample due next (not wrapped)
         self.prev_package: int | None = None
         self.package_max = 0
         self.gaps = self.losses = self.reconnects = self.errors = self.markers = 0
@@ -239,8 +258,12 @@ class BrainFlowBoard(Source):
         self.board = BoardShim(self.board_id, self.input_params)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"brainflow:{self.name}")
         if self.playback:
-            self.file_samples, self.file_marks = _read_markers(Path(self.input_params.file),
-                                                               self.marker_row)
+            played = self.playback_file = _read_playback(Path(self.input_params.file),
+                                                         self.num_rows, self.marker_row)
+            if played.skipped:
+                log.warning("%s: %d lines of the file do not hold one value per row (%d), the "
+                            "first on line %d; BrainFlow skips them", self.label,
+                            played.skipped, self.num_rows, played.first_skipped)
         self.state, self.next_attempt_ns = "connecting", now_ns()
 
     def _connect(self) -> None:
@@ -287,6 +310,7 @@ class BrainFlowBoard(Source):
             log.warning("%s: connected again", self.label)
         self.state, self.last_data_ns = "streaming", now_ns()
         self.prev_package = None
+        self.file_pos = 0  # a new session plays the file from its start
         self.timing = StreamTiming(self.srate, stamp_gaps=False)
 
     def _retry_later(self, reason: str) -> None:
@@ -336,10 +360,11 @@ class BrainFlowBoard(Source):
     def _stalled(self) -> None:
         if self.ends:
             self.state = "ended"
-            if self.samples < self.file_samples:
-                log.warning("%s: playback stopped %d samples short of the file's %d lines "
-                            "(BrainFlow skips lines it cannot parse)", self.label,
-                            self.file_samples - self.samples, self.file_samples)
+            total = self.playback_file.samples
+            if self.file_pos < total:
+                log.warning("%s: playback stopped %d samples short of the file's %d (lost in "
+                            "BrainFlow's buffer? see 'buffer')", self.label,
+                            total - self.file_pos, total)
             return
         self._lost(f"no data for {self.params.stall:g} s")
 
@@ -372,20 +397,22 @@ class BrainFlowBoard(Source):
                                              meta={"sample": self.samples + i})))
                 k += 1
         self.samples += n
+        self.file_pos += n
         self.markers += len(marks)
-        if self.ends and self.samples >= self.file_samples:
+        if self.ends and self.file_pos >= self.playback_file.samples:
             self.state = "ended"
         return out
 
     def _restore_markers(self, data: np.ndarray) -> None:
         """Put the file's markers back in the marker row of ``data``: BrainFlow's playback board
         overwrites that row with what ``insert_marker`` queued (zero when nothing was)."""
-        lines, values = self.file_marks
-        if not len(lines):
+        played = self.playback_file
+        at, values = played.mark_samples, played.mark_values
+        if not len(at):
             return
-        pos = (self.samples + np.arange(data.shape[1])) % self.file_samples  # loops too
-        k = np.minimum(np.searchsorted(lines, pos), len(lines) - 1)
-        hit = lines[k] == pos
+        pos = (self.file_pos + np.arange(data.shape[1])) % played.samples  # loops too
+        k = np.minimum(np.searchsorted(at, pos), len(at) - 1)
+        hit = at[k] == pos
         data[self.marker_row, hit] = values[k[hit]]
 
     def _count_gaps(self, package: np.ndarray) -> None:
@@ -400,12 +427,17 @@ class BrainFlowBoard(Source):
         self.prev_package = int(p[-1])
 
     def close(self) -> list[Output]:
+        """Release the board from the helper thread, after any connection attempt in flight
+        (not waited for: ``prepare_session`` may block for seconds); wait for the release
+        itself at most RELEASE_WAIT_S."""
         if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)  # an attempt may take ~1 s
-            self.executor = None
-        if self.board is not None:
-            _release(self.board)
-            self.board = None
+            if self.job is not None:
+                self.job.cancel()  # only if it has not started
+            assert self.board is not None  # made with the executor in open()
+            released = self.executor.submit(_release, self.board)
+            self.executor.shutdown(wait=False)
+            wait([released], timeout=RELEASE_WAIT_S)
+            self.executor = self.board = self.job = None
         self.state = "ended"
         return []
 
@@ -416,7 +448,7 @@ class BrainFlowBoard(Source):
                                           "clock_offset_ms")},
                 "gaps": self.gaps, "markers": self.markers, "losses": self.losses,
                 "reconnects": self.reconnects, "errors": self.errors,
-                "retry_in_s": self.retry_in_s}
+                "retry_in_s": self.retry_in_s, "skipped_lines": self.playback_file.skipped}
 
 
 def _release(board: BoardShim) -> None:
@@ -429,26 +461,45 @@ def _release(board: BoardShim) -> None:
             pass
 
 
-def _read_markers(path: Path, marker_row: int | None) -> tuple[int, tuple[np.ndarray, np.ndarray]]:
-    """Lines of a BrainFlow file (its samples: BrainFlow plays one per line) and its nonzero
-    markers as (line indices, values); values are tab- or comma-separated, as BrainFlow reads
-    them. One pass, line by line: the file is never held in memory."""
-    lines: list[int] = []
+class PlaybackFile(NamedTuple):
+    """What BrainFlow's playback board will play of a file."""
+
+    samples: int                 # lines it plays: one sample each
+    skipped: int                 # lines it skips (not one value per row)
+    first_skipped: int | None    # line number (from 1) of the first skipped line
+    mark_samples: np.ndarray     # samples with a nonzero marker, ascending (int64)
+    mark_values: np.ndarray      # their marker values
+
+
+def _read_playback(path: Path, num_rows: int, marker_row: int | None) -> PlaybackFile:
+    """Count the samples of a BrainFlow file and find its markers, reading lines as BrainFlow's
+    playback board does: at most PLAYBACK_LINE_BYTES at a time, values separated by tabs (or by
+    commas in a line without a tab), a lone newline not a value, and a line with other than
+    ``num_rows`` values skipped. One pass, line by line: the file is never held in memory."""
+    at: list[int] = []
     values: list[float] = []
-    n = 0
-    with path.open() as f:
-        for n, line in enumerate(f, 1):
-            if marker_row is None:
+    n = skipped = 0
+    first_skipped = None
+    with path.open("rb") as f:
+        for number, line in enumerate(iter(lambda: f.readline(PLAYBACK_LINE_BYTES), b""), 1):
+            fields = line.split(b"\t" if b"\t" in line else b",")
+            if fields[-1] == b"":  # nothing after the last separator: no value (std::getline)
+                fields.pop()
+            fields = [v for v in fields if v != b"\n"]
+            if len(fields) != num_rows:
+                skipped += 1
+                first_skipped = first_skipped or number
                 continue
-            fields = line.split("\t" if "\t" in line else ",")
-            try:
-                value = float(fields[marker_row])
-            except (IndexError, ValueError):
-                continue  # BrainFlow skips such a line too (and logs it)
-            if value:
-                lines.append(n - 1)
-                values.append(value)
-    return n, (np.array(lines, np.int64), np.array(values))
+            if marker_row is not None:
+                try:
+                    value = float(fields[marker_row])
+                except ValueError:
+                    value = 0.0  # BrainFlow plays the line; its marker is unreadable
+                if value:
+                    at.append(n)
+                    values.append(value)
+            n += 1
+    return PlaybackFile(n, skipped, first_skipped, np.array(at, np.int64), np.array(values))
 
 
 def _marker_text(value: float) -> str:

@@ -16,19 +16,25 @@ which samples it spans). Its ``t_device`` is the time of its first sample; its `
 the stamp of the frame that completed it (the samples, or the marker when that came later).
 
 Where a marker falls (its sample):
-- ``meta["sample"]`` (what `devices.eeg_file` sends), when markers and samples are on the same
-  named clock and the marker's ``t_device`` agrees with it to half a sample. A stream resampled or
-  cut on the way has other sample numbers: the disagreement is counted (``sample_mismatch``) and
-  the time is used instead.
-- Otherwise its ``t_device`` (LSL string streams, BrainFlow marker rows), on the samples' clock:
-  the nearest sample, each chunk's samples being at its ``t_device + k / srate`` (an index <->
-  time map of the chunks still buffered, so chunk time stamps with jitter or gaps are followed).
+- ``meta["sample"]``, as is, when the markers' and the samples' StreamInfo carry the same
+  ``extra["sample_clock"]`` token: the source that numbered the markers numbers these samples
+  (`devices.eeg_file`, `devices.brainflow_board`). Their times cannot say as much: BrainFlow
+  stamps samples as they reach the host, in bursts (a Cyton behind its USB dongle: 4 samples
+  every 16 ms), so a marked sample's stamp is a few samples off ``chunk time + k / srate``. A
+  node that renumbers the samples (resample) builds a new ``extra`` without the token.
+- Without that token, ``meta["sample"]`` only when markers and samples are on the same named clock
+  and the marker's ``t_device`` agrees with it to half a sample; the disagreement (a stream
+  resampled or cut on the way) is counted (``sample_mismatch``) and the time is used instead.
+- Otherwise its ``t_device`` (LSL string streams), on the samples' clock: the nearest sample,
+  each chunk's samples being at its ``t_device + k / srate`` (an index <-> time map of the
+  chunks still buffered, so chunk time stamps with jitter or gaps are followed).
 
 Counted, never fatal (``figures()``): markers not in ``events`` (``ignored``), without a time or
 a usable sample (``unlocated``), before the stream or whose epoch starts before its first sample
 (``out_of_range``), arriving after their samples have left the buffer (``too_late``), and still
 pending at the end of the stream (``incomplete``). An epoch spanning a gap in the samples (frames
-dropped on a realtime edge) is cut across it: use lossless edges for epochs.
+dropped on a realtime edge) is cut across it, and sample numbers after the gap point past their
+sample: use lossless edges for epochs.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from typing import Iterable, Mapping
 import numpy as np
 from pydantic import Field
 
+from nodes.checks import check_channels, require_srate
 from pipeline import Frame, FrameKind, Node, NodeParams, ParamError, StreamInfo, StreamMismatch
 from pipeline.node import Figure, Output
 
@@ -146,8 +153,7 @@ class Epoch(Node):
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         stream, marks, p = info["in"], info["markers"], self.params
-        if stream.srate <= 0:
-            raise ParamError("tmin", "needs a regular sampling rate; the stream has none")
+        require_srate(stream, self.type_name)
         if p.tmax < p.tmin:
             raise ParamError("tmax", f"tmax ({p.tmax:g} s) must not be before tmin ({p.tmin:g} s)")
         if stream.clock and marks.clock and stream.clock != marks.clock:
@@ -158,7 +164,9 @@ class Epoch(Node):
         self.last = round(p.tmax * stream.srate)
         n_times = self.last - self.first + 1
         self.span = self._baseline_span(np.arange(self.first, self.last + 1) / stream.srate)
-        self.use_hint = bool(stream.clock) and stream.clock == marks.clock
+        token = marks.extra.get("sample_clock")
+        self.trust_hint = token is not None and token == stream.extra.get("sample_clock")
+        self.use_hint = self.trust_hint or (bool(stream.clock) and stream.clock == marks.clock)
         if isinstance(p.events, dict):
             self.labels: dict[str, str] | None = dict(p.events)
         else:
@@ -215,8 +223,7 @@ class Epoch(Node):
             yield from self._complete(frame.t_origin_ns)
             return
         x = frame.data
-        if x.shape[0] != self.channels:
-            raise ValueError(f"frame has {x.shape[0]} channels, the stream {self.channels}")
+        check_channels(x, self.channels)
         if _finite(frame.t_device) and x.shape[1]:
             self.clock.add(self.ring.end, frame.t_device)
         self._place(self.ring.end + x.shape[1])  # markers inside this chunk included
@@ -280,7 +287,7 @@ class Epoch(Node):
         if not end:
             return None
         if m.hint is not None:  # placed at once: its epoch waits for its last sample anyway
-            if m.t is None or not self.clock \
+            if self.trust_hint or m.t is None or not self.clock \
                     or abs(self.clock.time_of(m.hint) - m.t) <= 0.5 / self.srate:
                 return m.hint
             self.counts["sample_mismatch"] += 1

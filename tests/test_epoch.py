@@ -21,7 +21,6 @@ SRATE = 160.0
 MI = {"T1": "left", "T2": "right"}
 
 
-
 def replay(path: Path, chunk: int = 16) -> tuple[dict[str, StreamInfo], list[tuple[str, Frame]]]:
     """The recording through a real eeg_file source at full speed, ports renamed to epoch's."""
     src = EEGFile(EEGFile.Params(path=str(path), speed="max", chunk=chunk), "eeg")
@@ -161,7 +160,7 @@ def held_back(frames: list[tuple[str, Frame]], rng: np.random.Generator, early: 
 
 @pytest.mark.parametrize("keep_sample", [True, False])
 def test_late_early_and_shuffled_markers_give_the_same_epochs(keep_sample: bool) -> None:
-    """Markers up to 4 chunks early or 40 chunks (4 s at 16 samples) late, shuffled, with or
+    """Markers up to 4 chunks early or 40 chunks (3.25 s at 13 samples) late, shuffled, with or
     without their sample number: the same epochs as MNE's, none lost (max_wait 5 s)."""
     rng = np.random.default_rng(0)
     for path in edf_files()[:3]:
@@ -289,12 +288,18 @@ def test_markers_without_a_time_or_a_label_are_counted() -> None:
 
 def test_a_stream_resampled_on_the_way_is_cut_by_time_not_by_the_files_sample_numbers() -> None:
     """eeg_file -> resample (100 Hz, time-aligned) -> epoch, markers straight from the file: their
-    meta["sample"] counts 160 Hz samples, so it disagrees with their time and is not used
-    (sample_mismatch); each epoch is cut at round(t * 100) from resample_poly of the recording."""
+    meta["sample"] counts 160 Hz samples. Both streams leave the file with one sample_clock
+    token (set here too, so that the test does not lean on eeg_file's); resample renumbers the
+    samples and drops it, so the numbers are checked against the times, disagree and are not
+    used (sample_mismatch); each epoch is cut at round(t * 100) from resample_poly of the
+    recording."""
     path = edf_files()[0]
     info, frames = replay(path)
+    info = {port: i.replace(extra={**i.extra, "sample_clock": "eeg@160"})
+            for port, i in info.items()}
     rs = Resample(Resample.Params(srate=100.0, compensate_delay=True), "rs")
     info = {"in": rs.setup({"in": info["in"]})["out"], "markers": info["markers"]}
+    assert "sample_clock" not in info["in"].extra
     node, out = make(info, tmin=-0.5, tmax=2.0, events=MI)
     resampled = []
     for port, f in frames:
@@ -325,7 +330,7 @@ def test_a_frame_with_the_wrong_channel_count_is_refused_and_nothing_lost() -> N
     got = []
     for k, (port, f) in enumerate(frames):
         if k == 500:
-            with pytest.raises(ValueError, match="63 channels, the stream 64"):
+            with pytest.raises(ValueError, match="63 channels, the stream has 64"):
                 list(node.process("in", bad))
         got += [g for _, g in node.process(port, f)]
     Reference(path, -0.5, 2.0, None, MI).check(got, path.name)
@@ -344,6 +349,43 @@ def test_reset_starts_over() -> None:
     assert [f.meta for f in again] == [f.meta for f in first]
     for a, b in zip(again, first):
         np.testing.assert_array_equal(a.data, b.data)
+
+
+BURST_SRATE = 250.0
+#: Eight samples stamped as BrainFlow stamps a Cyton behind its USB dongle: on arrival, four at a
+#: time every 16 ms (10 µs apart within a burst).
+BURSTS = 100.0 + np.repeat([0.0, 0.016], 4) + np.tile([0.0, 1e-5, 2e-5, 3e-5], 2)
+
+
+@pytest.mark.parametrize(("tokens", "sample", "mismatch"), [
+    (("eeg@250", "eeg@250"), 5, 0),   # one source numbered both: its number is the sample
+    ((None, None), 4, 1),             # no token: the number is checked against the time
+    (("eeg@250", "rs@250"), 4, 1),    # samples renumbered on the way
+    (("eeg@250", None), 4, 1),
+])
+def test_a_board_that_stamps_in_bursts_gets_the_sample_it_marked_when_tokens_match(
+        tokens: tuple[str | None, str | None], sample: int, mismatch: int) -> None:
+    """BrainFlow marks sample 5, stamped 100.01601 s. By time (first chunk at 100.0 s, 250 Hz)
+    that is sample 4: the number disagrees with the time by 1 sample. With the same sample_clock
+    token on both streams the number is used; without, the time (sample_mismatch counted)."""
+    marks_token, samples_token = tokens
+    info = {"in": StreamInfo(FrameKind.SAMPLES, BURST_SRATE, shape=(1,), clock="unix",
+                             extra={} if samples_token is None
+                             else {"sample_clock": samples_token}),
+            "markers": StreamInfo(FrameKind.MARKERS, dtype="unicode", clock="unix",
+                                  extra={} if marks_token is None
+                                  else {"sample_clock": marks_token})}
+    node, _ = make(info, tmin=0.0, tmax=0.02)
+    x = np.arange(40, dtype=np.float32)[None]  # each sample holds its index
+    got = drive(node, [
+        ("in", Frame(FrameKind.SAMPLES, x[:, :8], 0, t_device=BURSTS[0])),
+        ("markers", Frame(FrameKind.MARKERS, np.array(["1"]), 0, t_device=BURSTS[5],
+                          meta={"sample": 5})),
+        ("in", Frame(FrameKind.SAMPLES, x[:, 8:], 0, t_device=BURSTS[-1] + 0.004))])
+    [epoch] = got
+    assert epoch.meta["sample"] == sample and node.figures()["sample_mismatch"] == mismatch
+    np.testing.assert_array_equal(epoch.data, x[:, sample:sample + 6])  # 0 .. 0.02 s: 6 samples
+    assert epoch.meta["t_marker"] == BURSTS[5]  # the marker's own stamp either way
 
 
 def samples_info(clock: str = "file") -> dict[str, StreamInfo]:
@@ -366,6 +408,12 @@ def test_impossible_params_name_their_field(params: dict, field: str, message: s
 def test_markers_on_another_clock_are_refused() -> None:
     with pytest.raises(StreamMismatch, match="clock 'file', the samples' on 'unix'"):
         make(samples_info("unix"))
+
+
+def test_samples_without_a_regular_rate_are_refused() -> None:
+    info = {**samples_info(), "in": samples_info()["in"].replace(srate=0.0)}
+    with pytest.raises(StreamMismatch, match="epoch needs a regular sampling rate"):
+        make(info)
 
 
 def test_the_stream_info_lists_the_labels_and_the_epoch_shape() -> None:
