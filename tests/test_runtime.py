@@ -16,8 +16,15 @@ from devices.recorder import read_recording
 
 pytestmark = pytest.mark.slow
 
+def demo_text() -> str:
+    """configs/demo.yaml, runnable from another folder (its lsl_config made absolute)."""
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    return (configs / "demo.yaml").read_text().replace(
+        "lsl_config: lsl_api.cfg", f"lsl_config: {configs / 'lsl_api.cfg'}")
+
+
 def test_demo_config_runs_for_its_duration_and_exits_cleanly(run_graph) -> None:
-    demo = (Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text()
+    demo = demo_text()
     g = run_graph(demo, "--duration", "2")
     assert g.finish() == 0, g.stderr
     fig = g.figures()
@@ -30,8 +37,7 @@ def test_demo_config_runs_for_its_duration_and_exits_cleanly(run_graph) -> None:
 
 
 def test_fused_groups_run_the_same_graph_in_fewer_processes(run_graph) -> None:
-    demo = (Path(__file__).resolve().parents[1] / "configs" / "demo.yaml").read_text()
-    demo = demo.replace("dsp: [reref, band, notch]", "dsp: [eeg, reref, band, notch, rec]")
+    demo = demo_text().replace("dsp: [reref, band, notch]", "dsp: [eeg, reref, band, notch, rec]")
     g = run_graph(demo, "--duration", "2")
     assert g.finish() == 0, g.stderr
     assert sorted(e["group"] for e in g.events("started")) == ["dsp", "lsl", "sink"]
