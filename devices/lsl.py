@@ -47,7 +47,7 @@ CORRECTION_EVERY_S = 1.0
 #: Back-off between attempts to find a lost stream again: doubles up to this many seconds.
 MAX_BACKOFF_S = 5.0
 #: How long resolution keeps listening after a first match, to catch a second one.
-DUPLICATE_WAIT_S = 0.5
+DUPLICATE_WAIT_S = 1.0
 
 
 #: Our parameter for each LSL stream property (``type`` names the node type in a graph file).

@@ -74,6 +74,8 @@ def test_two_streams_that_both_match_are_refused_rather_than_one_picked() -> Non
     name = unique("twin")
     a = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 2, 100, "float32", "amp-a"))
     b = pylsl.StreamOutlet(pylsl.StreamInfo(name, "EEG", 2, 100, "float32", "amp-b"))
+    for sid in ("amp-a", "amp-b"):  # both answer queries before the inlet looks
+        assert pylsl.resolve_bypred(f"source_id='{sid}'", 1, 10.0)
     with pytest.raises(ParamError, match="2 LSL streams match") as e:
         LSLInlet(LSLInlet.Params(name=name, timeout=5.0)).setup({})
     assert "source_id 'amp-a'" in str(e.value) and "source_id 'amp-b'" in str(e.value)
