@@ -96,6 +96,12 @@ class StreamFilter(Node):
                                         h_trans_bandwidth=p.trans_bandwidth,
                                         fir_design="firwin", verbose="error")
 
+    def open(self) -> None:
+        """Compile the IIR kernel before the first frame (in the worker, not at validation)."""
+        for stage in self.stages:
+            if isinstance(stage, StreamingSOS):
+                stage.warm_up()
+
     def figures(self) -> dict[str, int]:
         return {"nan_resets": self.nan_resets}
 
