@@ -44,7 +44,10 @@ class Frame:
     data : numpy.ndarray
         The payload; sent zero-copy on the wire, so it must not be mutated after emission.
     t_origin_ns : int
-        When the oldest sample/event in the frame was acquired (host ``time.monotonic_ns()``).
+        When the frame's data was acquired, on the host's ``time.monotonic_ns()`` clock: a source
+        stamps the moment it read the chunk from the device (so, its newest sample, to within
+        the device's transport); a frame derived from several (a window, an epoch) carries the
+        stamp of the one that completed it. Latency = now - t_origin_ns.
     seq : int
         Per-output-port counter, stamped by the runtime when the frame is emitted.
     t_device : float or None

@@ -36,7 +36,10 @@ class StreamInfo:
     class_names : tuple of str
         ``prediction`` streams: what each probability is for.
     clock : str
-        Which clock ``Frame.t_device`` is in (``"lsl"``, ``"unix"``, ``"file"``), or ``""``.
+        Which clock ``Frame.t_device`` is in: ``"lsl"`` (this host's LSL clock, which is its
+        monotonic clock), ``"unix"`` (BrainFlow), ``"file"`` (seconds from a recording's first
+        sample), ``"synthetic"``, or ``""``. Two streams can be aligned by ``t_device`` only
+        when they name the same clock.
     """
 
     kind: FrameKind

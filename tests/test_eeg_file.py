@@ -68,6 +68,18 @@ def test_every_real_edf_replays_sample_exact_with_every_annotation_at_its_sample
                 assert f.t_device == f.meta["sample"] / 160.0
 
 
+def test_a_fif_copy_replays_like_the_edf_it_was_made_from(tmp_path: Path) -> None:
+    # the reader is MNE's, chosen by extension: the same samples and cues from another format
+    edf = edf_files()[3]
+    raw = mne.io.read_raw_edf(edf, preload=True, verbose="error")
+    raw.save(tmp_path / "copy_raw.fif", fmt="double", verbose="error")
+    frames = replay(source(tmp_path / "copy_raw.fif", chunk=16)[0])
+    x = np.concatenate([f.data for p, f in frames if p == "out"], axis=1)
+    np.testing.assert_array_equal(x, (raw.get_data() * 1e6).astype(np.float32))
+    markers = [(f.meta["sample"], str(f.data[0])) for p, f in frames if p == "markers"]
+    assert markers == annotations_at_samples(edf)
+
+
 def test_loop_starts_again_with_times_still_increasing() -> None:
     path = edf_files()[0]
     node, _ = source(path, chunk=1000, loop=True)
