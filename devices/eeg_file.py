@@ -40,7 +40,7 @@ _TRUNCATION = ("does not match the file size", "truncat")
 
 
 class EEGFile(Source):
-    """An EEG file (EDF/BDF, FIF, GDF, BrainVision, EEGLAB) replayed in real time or faster."""
+    """An EEG file (EDF/BDF, FIF, GDF, BrainVision, EEGLAB, XDF) replayed in real time or faster."""
 
     type_name = "eeg_file"
     outputs = ("out", "markers")
