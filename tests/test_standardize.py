@@ -37,6 +37,17 @@ def pandas_ewm_mean(d: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
+def test_the_reference_is_pandas_own_ewm_mean() -> None:
+    # braindecode calls pandas; the reference above is a port of it, checked here against pandas
+    # itself (a test-time dependency only) on real EEG with a NaN gap, to float64 round-off
+    pandas = pytest.importorskip("pandas", reason="pandas is in the [dev] extra")
+    d = recording_uv(edf_files()[0])[:8, :3000].T.astype(np.float64)
+    d[1000:1040, 2] = np.nan
+    for alpha in (1e-3, 0.05):
+        expected = pandas.DataFrame(d).ewm(alpha=alpha).mean().to_numpy()
+        np.testing.assert_allclose(pandas_ewm_mean(d, alpha), expected, rtol=1e-12, atol=1e-9)
+
+
 def braindecode_reference(x: np.ndarray, factor_new: float = 1e-3,
                           init_block_size: int | None = None, eps: float = 1e-4) -> np.ndarray:
     """braindecode.preprocessing.exponential_moving_standardize (braindecode/preprocessing/
