@@ -192,6 +192,8 @@ class ArtifactGuard(Node):
         out: dict[str, Figure] = {"frames": self.frames, "artifact_frames": self.artifact_frames}
         for r in REASONS:
             out[r] = self.counts[r]
-            out[f"{r}_channels"] = ", ".join(f"{name}:{n}" for name, n in
-                                             self.bad[r].most_common(FIGURE_NAMES))
+            # read from the metrics thread while process() may add channels: work on one
+            # C-level copy (most_common would iterate the live Counter in Python)
+            ranked = sorted(dict(self.bad[r]).items(), key=lambda item: -item[1])
+            out[f"{r}_channels"] = ", ".join(f"{name}:{n}" for name, n in ranked[:FIGURE_NAMES])
         return out
