@@ -1,4 +1,5 @@
-"""Record a stream to a file, losslessly: our own ``.nfr`` for any stream, or FIF for EEG.
+"""Record a stream to a file, losslessly: our own ``.nfr`` for any stream, FIF or XDF for EEG,
+``.npy`` for events.
 
 The format follows the path's extension.
 
@@ -21,6 +22,10 @@ unit: ``raw.get_data() / cal``; ``units="mV"`` is not exact, float32(1e-3) is to
 ``cal`` in memory is the float32 value too, so what MNE reads equals what it was given, bit for
 bit, in float64 (a volt value is off by float32(1e-6) / 1e-6 - 1 = -2.5e-9, relative). Voltage
 channels (V, mV, µV) are typed ``eeg``, others ``misc`` with ``cal`` 1.
+
+``.npy`` holds an events stream as one EVENT_DTYPE array that NumPy opens (`devices.event_npy`:
+the count in its header is rewritten at every flush, the sensor size goes to ``PATH.json``);
+``event_file`` replays it. Frames dropped on the way in are counted (``gaps``).
 
 A marker's onset is placed on the samples' own time axis when both streams name the same clock
 (``t_device``, as ``eeg_file`` sends them), else by host time (``t_origin_ns``, when a chunk's
@@ -47,6 +52,7 @@ from pydantic import Field
 
 from nodes.checks import require_srate
 from pipeline.units import VOLTS, to_lsl
+from devices.event_npy import NpyEventWriter
 from devices.xdf import XDFWriter, stream_header
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Sink, StreamInfo, StreamMismatch
 from pipeline.clock import now_ns
@@ -74,7 +80,8 @@ class Recorder(Sink):
     class Params(NodeParams):
         path: str = Field(description="output file: .nfr (any stream, every frame as on the "
                                       "wire), .fif / .fif.gz (a samples stream, written at "
-                                      "close) or .xdf (samples and markers, as they come)")
+                                      "close), .xdf (samples and markers, as they come) or "
+                                      ".npy (an events stream)")
         max_duration: float = Field(3600.0, gt=0, description=".fif: seconds of samples held in "
                                                               "memory until close; later ones are "
                                                               "counted as dropped_samples")
@@ -87,10 +94,12 @@ class Recorder(Sink):
             self.file = FifFile(path, info, self.params.max_duration)
         elif path.name.endswith(".xdf"):
             self.file = XdfFile(path, self.name, info)
+        elif path.name.endswith(".npy"):
+            self.file = NpyFile(path, info)
         else:
             raise ParamError("path", f"{path}: unknown extension; a recording is .nfr (any "
                                      f"stream), {' / '.join(FIF_SUFFIXES)} or .xdf (EEG samples "
-                                     f"and markers)")
+                                     f"and markers), .npy (events)")
         return {}
 
     def process(self, port: str, frame: Frame) -> Iterable[Output]:
@@ -327,6 +336,41 @@ class XdfFile:
 
     def figures(self) -> dict[str, Figure]:
         return {"samples": self.samples, "markers": self.markers, "gaps": self.gaps}
+
+
+class NpyFile:
+    """An events stream as one ``.npy`` array, appended as frames arrive (flushed each second)."""
+
+    def __init__(self, path: Path, info: Mapping[str, StreamInfo]) -> None:
+        stream = info["in"]
+        if set(info) != {"in"} or stream.kind is not FrameKind.EVENTS:
+            raise StreamMismatch(f"a .npy recording holds one events stream, not "
+                                 f"{', '.join(i.kind.value for i in info.values())}; record "
+                                 f"it as .nfr")
+        self.path, self.stream = path, stream
+        self.writer: NpyEventWriter | None = None
+        self.gaps = 0
+        self.last_seq: int | None = None
+
+    def _open(self) -> NpyEventWriter:
+        self.last_flush = now_ns()
+        return NpyEventWriter(self.path, self.stream.sensor_size, self.stream.clock)
+
+    def write(self, port: str, frame: Frame) -> None:
+        w = self.writer = self.writer or self._open()
+        if self.last_seq is not None and frame.seq > self.last_seq + 1:
+            self.gaps += 1
+        self.last_seq = frame.seq
+        w.write(frame.data)
+        if now_ns() - self.last_flush > FLUSH_EVERY_NS:
+            w.flush()
+            self.last_flush = now_ns()
+
+    def close(self) -> None:
+        (self.writer or self._open()).close()
+
+    def figures(self) -> dict[str, Figure]:
+        return {"events": self.writer.count if self.writer else 0, "gaps": self.gaps}
 
 
 @dataclass

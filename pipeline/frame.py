@@ -13,6 +13,8 @@ import numpy as np
 
 #: Event record: 16-byte aligned, byte-identical to dv-processing's and expelliarmus' layout.
 #: ``t`` in microseconds, ``p`` in {0, 1} (never bool: a bool polarity turns OFF events into +1).
+#: Trap: NumPy 2 packs it to 13 bytes when promoting (``np.concatenate(parts)``): always pass
+#: ``dtype=EVENT_DTYPE`` (the codec refuses the packed layout).
 EVENT_DTYPE = np.dtype(
     {"names": ["t", "x", "y", "p"], "formats": ["<i8", "<i2", "<i2", "i1"],
      "offsets": [0, 8, 10, 12], "itemsize": 16}

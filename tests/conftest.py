@@ -34,6 +34,15 @@ def edf_files() -> list[Path]:
     return files
 
 
+def event_recording(name: str) -> Path:
+    """One of the real event recordings (``events/NAME``), or a skip that says where it was
+    looked for."""
+    path = data_path() / "events" / name
+    if not path.is_file():
+        pytest.skip(f"no event recording {path} (set NEUROFLOW_DATA)")
+    return path
+
+
 def recording_uv(path: Path) -> np.ndarray:
     """A recording's EEG in µV as the eeg_file source emits it (float32, every EEG channel)."""
     import mne
