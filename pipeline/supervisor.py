@@ -32,6 +32,8 @@ ABORT_GRACE_S = 3.0
 #: ``--duration`` counts from the moment every group is ready; a graph still starting this long
 #: after its duration would have ended is stopped anyway.
 STARTUP_GRACE_S = 60.0
+#: How long the supervisor waits, once every worker has exited, for their last figures.
+FINAL_WAIT_S = 2.0
 
 
 @dataclass
@@ -53,6 +55,14 @@ class GroupState:
     #: latest figures of each incarnation (pid): counters in them are cumulative for that pid
     incarnations: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
     latest_pid: int | None = None
+    final_pids: set[int] = field(default_factory=set)  # incarnations whose last figures arrived
+
+    @property
+    def final_pending(self) -> bool:
+        """Its last process exited by itself but its last figures have not arrived yet."""
+        p = self.proc
+        return p is not None and p.poll() is not None and p.returncode >= 0 \
+            and p.pid not in self.final_pids
 
     @property
     def alive(self) -> bool:
@@ -171,6 +181,8 @@ class Supervisor:
         kind = msg["type"]
         if kind in ("metrics", "final"):
             g.incarnations[msg["pid"]] = msg["nodes"]
+            if kind == "final":
+                g.final_pids.add(msg["pid"])
             if g.proc is None or msg["pid"] == g.proc.pid:
                 g.latest_pid = msg["pid"]
         elif kind == "ready" and g.proc is not None and msg["pid"] == g.proc.pid:
@@ -292,7 +304,12 @@ class Supervisor:
                             self.log(f"neuroflow: group {g.name!r} did not stop; killing it")
                             g.proc.kill()
                             g.proc.wait()
-            self._receive(200)  # the last 'final' figures
+            # the last figures of every worker that exited by itself (one killed sends none)
+            deadline = time.monotonic() + FINAL_WAIT_S
+            self._receive(0)
+            while any(g.final_pending for g in self.groups.values()) \
+                    and time.monotonic() < deadline:
+                self._receive(50)
             self._check_processes(time.monotonic())
             self._tick()
             self.event("stopped")
