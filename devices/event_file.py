@@ -37,6 +37,10 @@ from pipeline.node import Figure, Output
 
 #: Events asked of a decoder at a time (a batch may need several reads).
 READ_EVENTS = 1 << 16
+#: Most reads in one ``read`` call (a long batch, or a looped file shorter than a window, takes
+#: several calls, so that a stop request is seen in between).
+READS_PER_CALL = 64
+NOT_YET = object()
 Format = Literal["auto", "evt2", "evt3", "dat", "nmnist", "aedat4", "npy"]
 
 
@@ -116,19 +120,24 @@ class EventFile(Source):
         self.events = 0
         self.laps = 0
 
-    def _fill(self, need: int | None, until_t: int | None) -> None:
-        """Decode until ``pending`` holds ``need`` events or an event at or after ``until_t``,
-        or the file (with ``loop``: a pass) ends."""
+    def _fill(self, need: int | None, until_t: int | None) -> bool:
+        """Decode until ``pending`` holds ``need`` events or an event at or after ``until_t``, or
+        the file (with ``loop``: a pass) ends; True when that is so, False when READS_PER_CALL
+        reads were not enough (the caller comes back: a stop request is seen in between)."""
         parts = [self.pending]
         have = len(self.pending)
         last = int(self.pending["t"][-1]) if have else None
-        while not self.eof and not (need is not None and have >= need) \
-                and not (until_t is not None and last is not None and last >= until_t):
+        done = False
+        for _ in range(READS_PER_CALL):
+            done = self.eof or (need is not None and have >= need) \
+                or (until_t is not None and last is not None and last >= until_t)
+            if done:
+                break
             block = self.reader.read(READ_EVENTS)
             if block is None:
                 if not self.params.loop or self.first_t is None:
                     self.eof = True
-                    break
+                    continue
                 tail = parts[-1]["t"][-1] if have else self.last_t
                 self.shift = int(tail) + 1 - self.first_t  # next pass starts 1 µs later
                 self.reader.rewind()
@@ -146,13 +155,15 @@ class EventFile(Source):
             last = int(block["t"][-1])
         if len(parts) > 1:
             self.pending = np.concatenate(parts, dtype=EVENT_DTYPE)  # (else a packed 13-byte dtype)
+        return done
 
-    def _next_batch(self) -> tuple[np.ndarray, int] | None:
+    def _next_batch(self) -> tuple[np.ndarray, int] | None | object:
         """The next batch to send and the recording time (µs, shifted) at which it is complete;
-        None at the end of the file."""
+        None at the end of the file; NOT_YET when more reads are needed to know."""
         p = self.params
         if p.count is not None:
-            self._fill(p.count, None)
+            if not self._fill(p.count, None):
+                return NOT_YET
             if not len(self.pending):
                 return None
             batch = self.pending[:p.count]
@@ -160,11 +171,13 @@ class EventFile(Source):
         w = p.window_us
         while True:
             if self.window_end is None:
-                self._fill(1, None)
+                if not self._fill(1, None):
+                    return NOT_YET
                 if not len(self.pending):
                     return None
                 self.window_end = int(self.pending["t"][0]) + w
-            self._fill(None, self.window_end)
+            if not self._fill(None, self.window_end):
+                return NOT_YET
             if not len(self.pending):
                 return None
             end = self.window_end
@@ -179,9 +192,12 @@ class EventFile(Source):
         if self.t_start is None:
             self.t_start = now_ns()
         if self.ready is None:
-            self.ready = self._next_batch()
-            if self.ready is None:
+            found = self._next_batch()
+            if found is None:
                 return None
+            if found is NOT_YET:
+                return []
+            self.ready = found
         batch, complete_t = self.ready
         if self.speed and not wait_until(
                 self.t_start + int((complete_t - self.first_t) * 1000 / self.speed)):

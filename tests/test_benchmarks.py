@@ -25,3 +25,16 @@ def test_eeg_latency_graph_builds_with_the_placement_it_claims(tmp_path: Path, f
     assert len(set(g.group_of.values())) == processes
     window = g.outputs["win"]["out"]
     assert window.shape == (64, 1000) and window.extra["step_s"] == 0.062  # 62.5 ms -> 62 samples
+
+
+def test_event_throughput_graph_builds_in_two_processes(tmp_path: Path) -> None:
+    import event_throughput
+    from devices.event_npy import NpyEventWriter
+
+    NpyEventWriter(tmp_path / "events.npy", (1280, 720, 2), "file").close()  # setup opens it
+    spec = event_throughput.event_graph("ev", tmp_path / "events.npy", tmp_path / "probe.npy",
+                                        "max", False, "lossless")
+    g = graph.build(config.loads(yaml.safe_dump(spec, sort_keys=False), "ev.yaml"))
+    assert g.order == ["src", "den", "vox", "probe"]
+    assert len(set(g.group_of.values())) == 2
+    assert g.outputs["vox"]["out"].shape == (5, 720, 1280)
