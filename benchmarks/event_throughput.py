@@ -57,7 +57,7 @@ from devices.event_formats import open_reader  # noqa: E402
 from devices.event_npy import NpyEventWriter  # noqa: E402
 from pipeline import Frame, Node, NodeParams, StreamInfo  # noqa: E402
 from pipeline.clock import now_ns  # noqa: E402
-from pipeline.frame import EVENT_DTYPE  # noqa: E402
+from pipeline.frame import EVENT_DTYPE, concat_events  # noqa: E402
 from pipeline.node import Output  # noqa: E402
 
 DATA = Path(os.environ.get("NEUROFLOW_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -271,7 +271,7 @@ def real_events_tiled(n: int) -> np.ndarray:
     parts = []
     while (b := reader.read(1 << 20)) is not None:
         parts.append(b)
-    one = np.concatenate(parts, dtype=EVENT_DTYPE)
+    one = concat_events(parts)
     span = int(one["t"][-1] - one["t"][0]) + 1
     reps = math.ceil(n / len(one))
     out = np.tile(one, reps)[:n]

@@ -195,6 +195,6 @@ class _MetavisionReader:
         except StopIteration:
             self.running = False
             return None
-        out = np.empty(len(cd), EVENT_DTYPE)
+        out = np.zeros(len(cd), EVENT_DTYPE)
         out["t"], out["x"], out["y"], out["p"] = cd["t"], cd["x"], cd["y"], cd["p"]
         return out

@@ -32,7 +32,7 @@ from devices.event_npy import NpyEventReader
 from devices.pacing import Speed, speed_factor, wait_until
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
 from pipeline.clock import now_ns
-from pipeline.frame import EVENT_DTYPE
+from pipeline.frame import EVENT_DTYPE, concat_events
 from pipeline.node import Figure, Output
 
 #: Events asked of a decoder at a time (a batch may need several reads).
@@ -154,7 +154,7 @@ class EventFile(Source):
             have += len(block)
             last = int(block["t"][-1])
         if len(parts) > 1:
-            self.pending = np.concatenate(parts, dtype=EVENT_DTYPE)  # (else a packed 13-byte dtype)
+            self.pending = concat_events(parts)
         return done
 
     def _next_batch(self) -> tuple[np.ndarray, int] | None | object:

@@ -97,7 +97,7 @@ class NpyEventReader(EventReader):
         self.pos += len(part)
         if self.same_layout:
             return np.array(part)  # off the map: frames outlive the reader
-        out = np.empty(len(part), EVENT_DTYPE)
+        out = np.zeros(len(part), EVENT_DTYPE)  # padding zero too
         for name in FIELDS:
             out[name] = part[name]
         return out

@@ -258,7 +258,7 @@ def _step(log0: np.ndarray, log1: np.ndarray, ref: np.ndarray, last_t: np.ndarra
         start[int(math.floor(et[e])) - t0 + 1] += 1
     for b in range(1, dt + 2):
         start[b] += start[b - 1]
-    out = np.empty(n, dtype=EVENT_DTYPE)
+    out = np.zeros(n, dtype=EVENT_DTYPE)  # padding zero too
     for e in range(n):
         b = int(math.floor(et[e])) - t0
         pos = start[b]

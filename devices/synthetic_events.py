@@ -46,8 +46,9 @@ from pydantic import Field
 from devices.event_sensor import (SensorParams, SensorState, draw_noise, sensor_params,
                                   sensor_state, sensor_step)
 from devices.pacing import Speed, speed_factor, wait_until
-from pipeline import EVENT_DTYPE, Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
+from pipeline import Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
 from pipeline.clock import now_ns
+from pipeline.frame import concat_events
 from pipeline.node import Figure, Output
 
 #: Patterns drawn here; any other ``pattern`` names a bundled photograph.
@@ -415,9 +416,7 @@ class SyntheticEvents(Source):
         """Every event with ``t < t1_us`` not returned before (EVENT_DTYPE, sorted by ``t``)."""
         while self.t_us < t1_us:
             self._step()
-        # dtype given: NumPy 2 concatenates padded records into packed 13-byte ones otherwise
-        events = np.concatenate(self.pending, dtype=EVENT_DTYPE) if self.pending \
-            else np.empty(0, EVENT_DTYPE)
+        events = concat_events(self.pending)
         cut = int(np.searchsorted(events["t"], t1_us))
         self.pending = [events[cut:]] if cut < len(events) else []
         return events[:cut]

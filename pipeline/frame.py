@@ -7,18 +7,28 @@ once per hop on the hot path, and ``with_data`` / ``with_seq`` must cost well un
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 #: Event record: 16-byte aligned, byte-identical to dv-processing's and expelliarmus' layout.
 #: ``t`` in microseconds, ``p`` in {0, 1} (never bool: a bool polarity turns OFF events into +1).
-#: Trap: NumPy 2 packs it to 13 bytes when promoting (``np.concatenate(parts)``): always pass
-#: ``dtype=EVENT_DTYPE`` (the codec refuses the packed layout).
+#: Trap: ``np.concatenate`` of such records packs them to 13 bytes (NumPy 2 promotion), and with
+#: ``dtype=EVENT_DTYPE`` copies field by field, leaving the padding uninitialised: join batches
+#: with `concat_events`.
 EVENT_DTYPE = np.dtype(
     {"names": ["t", "x", "y", "p"], "formats": ["<i8", "<i2", "<i2", "i1"],
      "offsets": [0, 8, 10, 12], "itemsize": 16}
 )
+
+
+def concat_events(parts: Sequence[np.ndarray]) -> np.ndarray:
+    """EVENT_DTYPE batches joined byte for byte (padding included: what goes on the wire and into
+    a recording is never uninitialised memory)."""
+    if not parts:
+        return np.empty(0, EVENT_DTYPE)
+    raw = [np.ascontiguousarray(p, EVENT_DTYPE).view(np.uint8) for p in parts]
+    return np.concatenate(raw).view(EVENT_DTYPE)
 
 
 class FrameKind(str, Enum):

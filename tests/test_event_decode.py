@@ -18,7 +18,7 @@ from prophesee_encode import encode_evt2, encode_evt3, raw_header
 
 from devices.event_formats import BlockReader, EventReader, open_reader
 from kernels.prophesee import event_words
-from pipeline.frame import EVENT_DTYPE
+from pipeline.frame import EVENT_DTYPE, concat_events
 
 
 def read_all(reader: EventReader, rng: np.random.Generator | None = None,
@@ -34,7 +34,7 @@ def read_all(reader: EventReader, rng: np.random.Generator | None = None,
         assert len(batch) <= want
         parts.append(batch)
     # dtype: else numpy 2 packs the records to 13 bytes
-    return np.concatenate(parts, dtype=EVENT_DTYPE) if parts else np.empty(0, EVENT_DTYPE)
+    return concat_events(parts)
 
 
 def decode(data: bytes, name: str, fmt: str | None = None) -> tuple[np.ndarray, dict[str, int]]:
@@ -97,7 +97,7 @@ def synthetic_events(rng: np.random.Generator, n: int, t0: int, width: int = 128
         ev["t"], ev["x"], ev["y"], ev["p"] = t, xs, y, p
         batches.append(ev)
         total += len(ev)
-    return np.concatenate(batches, dtype=EVENT_DTYPE)[:n]
+    return concat_events(batches)[:n]
 
 
 def rows(t: int, y: int, p: int, xs) -> np.ndarray:

@@ -16,6 +16,7 @@ from nodes.event_filters import (Denoise, Downsample, EventFilter, HotPixels, Po
                                  Roi)
 from pipeline import EVENT_DTYPE, Frame, FrameKind, ParamError, StreamInfo, config, graph
 from pipeline.config import ConfigError
+from pipeline.frame import concat_events
 
 dv = pytest.importorskip("dv_processing", reason="dv-processing (the [events] extra) is the "
                                                  "reference for the dv-semantics filters")
@@ -178,7 +179,7 @@ def run(node: EventFilter, ev: np.ndarray,
             assert port == "out" and frame.data.dtype == EVENT_DTYPE and len(frame.data)
             assert frame.t_device == frame.data["t"][0] / 1e6
             outs.append(frame.data)
-    return np.concatenate(outs, dtype=EVENT_DTYPE) if outs else np.empty(0, EVENT_DTYPE)
+    return concat_events(outs)
 
 
 def assert_same_events(got: np.ndarray, want: np.ndarray, what: str = "") -> None:
