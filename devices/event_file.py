@@ -32,7 +32,7 @@ from devices.event_npy import NpyEventReader
 from devices.pacing import Speed, speed_factor, wait_until
 from pipeline import Frame, FrameKind, NodeParams, ParamError, Source, StreamInfo
 from pipeline.clock import now_ns
-from pipeline.frame import EVENT_DTYPE, concat_events
+from pipeline.frame import EVENT_DTYPE, concat_events, copy_events
 from pipeline.node import Figure, Output
 
 #: Events asked of a decoder at a time (a batch may need several reads).
@@ -148,7 +148,7 @@ class EventFile(Source):
             if self.first_t is None:
                 self.first_t = int(block["t"][0])
             if self.shift:
-                block = block.copy()
+                block = copy_events(block)
                 block["t"] += self.shift
             parts.append(block)
             have += len(block)

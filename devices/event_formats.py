@@ -29,7 +29,7 @@ from typing import BinaryIO
 import numpy as np
 
 from kernels import prophesee as kp
-from pipeline.frame import EVENT_DTYPE
+from pipeline.frame import EVENT_DTYPE, copy_events
 
 #: Bytes of the file read at a time (the reader's memory, besides the batches it returns).
 BLOCK_BYTES = 4 << 20
@@ -192,7 +192,7 @@ class BlockReader(EventReader):
                 break  # out is full
         if n == 0 and self._eof:
             return None
-        return out[:n].copy() if n < len(out) // 2 else out[:n]
+        return copy_events(out[:n]) if n < len(out) // 2 else out[:n]
 
     def counters(self) -> dict[str, int]:
         counts = dict(zip(kp.COUNTERS, self._counts.tolist()))

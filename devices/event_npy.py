@@ -20,7 +20,7 @@ import numpy as np
 from numpy.lib import format as npformat
 
 from devices.event_formats import EventReader
-from pipeline.frame import EVENT_DTYPE
+from pipeline.frame import EVENT_DTYPE, copy_events
 
 #: Header bytes reserved at the start of the file: room for any count (a multiple of 64).
 HEADER_BYTES = 192
@@ -96,7 +96,7 @@ class NpyEventReader(EventReader):
         part = self.array[self.pos:self.pos + max_events]
         self.pos += len(part)
         if self.same_layout:
-            return np.array(part)  # off the map: frames outlive the reader
+            return copy_events(part)  # off the map: frames outlive the reader
         out = np.zeros(len(part), EVENT_DTYPE)  # padding zero too
         for name in FIELDS:
             out[name] = part[name]

@@ -13,9 +13,9 @@ import numpy as np
 
 #: Event record: 16-byte aligned, byte-identical to dv-processing's and expelliarmus' layout.
 #: ``t`` in microseconds, ``p`` in {0, 1} (never bool: a bool polarity turns OFF events into +1).
-#: Trap: ``np.concatenate`` of such records packs them to 13 bytes (NumPy 2 promotion), and with
-#: ``dtype=EVENT_DTYPE`` copies field by field, leaving the padding uninitialised: join batches
-#: with `concat_events`.
+#: Trap: ``np.concatenate`` of such records packs them to 13 bytes (NumPy 2 promotion); with
+#: ``dtype=EVENT_DTYPE``, and in ``.copy()`` / ``np.array()``, NumPy copies field by field and
+#: leaves the padding uninitialised: join and copy batches with `concat_events` / `copy_events`.
 EVENT_DTYPE = np.dtype(
     {"names": ["t", "x", "y", "p"], "formats": ["<i8", "<i2", "<i2", "i1"],
      "offsets": [0, 8, 10, 12], "itemsize": 16}
@@ -29,6 +29,11 @@ def concat_events(parts: Sequence[np.ndarray]) -> np.ndarray:
         return np.empty(0, EVENT_DTYPE)
     raw = [np.ascontiguousarray(p, EVENT_DTYPE).view(np.uint8) for p in parts]
     return np.concatenate(raw).view(EVENT_DTYPE)
+
+
+def copy_events(events: np.ndarray) -> np.ndarray:
+    """A byte-for-byte copy of an EVENT_DTYPE array (padding included)."""
+    return concat_events([events])
 
 
 class FrameKind(str, Enum):

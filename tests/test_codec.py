@@ -227,10 +227,11 @@ def test_invalid_code_points_in_markers_are_rejected() -> None:
 def test_concat_events_copies_records_byte_for_byte() -> None:
     """Padding included: np.concatenate would pack the records, or (given the dtype) leave the
     padding uninitialised, and that memory would go on the wire and into recordings."""
-    from pipeline.frame import concat_events
+    from pipeline.frame import concat_events, copy_events
 
     rng = np.random.default_rng(0)
     parts = [np.frombuffer(rng.bytes(16 * n), EVENT_DTYPE) for n in (3, 0, 5)]
     out = concat_events(parts)
     assert out.dtype == EVENT_DTYPE and out.tobytes() == b"".join(p.tobytes() for p in parts)
     assert concat_events([]).dtype == EVENT_DTYPE and len(concat_events([])) == 0
+    assert copy_events(parts[2]).tobytes() == parts[2].tobytes()
