@@ -22,6 +22,14 @@ Section ``onnx`` (the keys at the top level of the JSON, details under ``"onnx"`
   per-call overhead, and so IO binding, shows.
 - the node's probabilities are checked equal to a softmax of raw's logits (``max_abs_diff``).
 
+Section ``snn`` (``snn_steps_per_s``, details under ``"snn"``): a NIR network of the size an
+event-camera classifier starts at (2 x 34 x 34 input, as N-MNIST -> conv 8 x 3 x 3 -> LIF ->
+sum-pool 2 -> flatten -> affine 10 -> LIF; seeded weights, dt 1 ms) written with ``nir.write``
+and run by the ``snn`` node on ``--steps`` steps of random spikes at 10 % density:
+``snn_steps_per_s`` is the executor running all of them in one call (`kernels.snn.Network.run`,
+the offline / replay case), ``node_steps_per_s`` the node fed one step per frame (the live case,
+each call paying the node's checks and a Frame). Best of ``--rounds``; no target is set.
+
 Sections are a dict (`SECTIONS`): each adds its headline keys at the top level of the JSON and
 its targets; ``--sections`` runs some of them.
 
@@ -220,6 +228,80 @@ def onnx_report(results: dict[str, Any]) -> None:
               f"{r['binding_saves_p50_us']:>14.1f}")
 
 
+# -- snn ----------------------------------------------------------------------------------------
+SNN_INPUT = (2, 34, 34)
+
+
+def snn_graph(seed: int = 0) -> Any:
+    """2 x 34 x 34 -> conv 8 x 3 x 3 -> LIF -> sum-pool 2 -> flatten -> affine 10 -> LIF."""
+    import nir
+
+    from kernels.snn import set_timing
+
+    rng = np.random.default_rng(seed)
+
+    def lif(shape: tuple[int, ...], tau: float, thr: float) -> Any:
+        return nir.LIF(tau=np.full(shape, tau), r=np.ones(shape), v_leak=np.zeros(shape),
+                       v_threshold=np.full(shape, thr), v_reset=np.zeros(shape))
+
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(np.array(SNN_INPUT)),
+        "conv": nir.Conv2d(input_shape=(34, 34), weight=rng.normal(0, .5, (8, 2, 3, 3)),
+                           stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(8)),
+        "lif1": lif((8, 34, 34), 5e-3, 0.5),
+        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                              padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([8, 17, 17])}, start_dim=0),
+        "fc": nir.Affine(weight=rng.normal(0, .1, (10, 8 * 17 * 17)), bias=np.zeros(10)),
+        "lif2": lif((10,), 10e-3, 0.5),
+        "output": nir.Output(np.array([10]))},
+        edges=[("input", "conv"), ("conv", "lif1"), ("lif1", "pool"), ("pool", "flat"),
+               ("flat", "fc"), ("fc", "lif2"), ("lif2", "output")])
+    return set_timing(graph, 1e-3, "zero")
+
+
+def snn_section(args: Any, work: Path) -> dict[str, Any]:
+    import nir
+
+    from kernels.snn import Network
+    from nodes.snn import SNN
+
+    path = work / "bench.nir"
+    nir.write(str(path), snn_graph())
+    rng = np.random.default_rng(1)
+    xs = (rng.random((args.steps, *SNN_INPUT)) < 0.1).astype(np.float32)
+    net = Network(nir.read(str(path), type_check=False))
+    net.run(xs[:10], net.initial_state())  # compile
+    block = []
+    for _ in range(args.rounds):
+        t0 = now_ns()
+        net.run(xs, net.initial_state())
+        block.append(now_ns() - t0)
+    node = SNN(SNN.Params(model=str(path)), "snn")
+    node.setup({"in": StreamInfo(FrameKind.TENSOR, shape=SNN_INPUT)})
+    node.open()
+    frames = [Frame(FrameKind.TENSOR, x, 0) for x in xs]
+    live = []
+    for _ in range(args.rounds):
+        node.reset()
+        t0 = now_ns()
+        for f in frames:
+            for _ in node.process("in", f):
+                pass
+        live.append(now_ns() - t0)
+    steps = len(xs)
+    return {"snn_steps_per_s": round(steps / (min(block) / 1e9)),
+            "snn": {"steps": steps, "density": 0.1, "input": list(SNN_INPUT),
+                    "node_steps_per_s": round(steps / (min(live) / 1e9))}}
+
+
+def snn_report(results: dict[str, Any]) -> None:
+    r = results["snn"]
+    print(f"snn 2x34x34 -> conv8 -> LIF -> pool -> fc10 -> LIF, 10 % input spikes: "
+          f"{results['snn_steps_per_s']:,} steps/s in one call, {r['node_steps_per_s']:,} "
+          f"steps/s one step per frame through the node")
+
+
 @dataclass(frozen=True)
 class Section:
     """One benchmark section: ``run(args, work)`` -> results, its targets, its printout."""
@@ -231,6 +313,7 @@ class Section:
 
 SECTIONS: dict[str, Section] = {
     "onnx": Section(onnx_section, (("ratio_p50", "<=", 1.1),), onnx_report),
+    "snn": Section(snn_section, (), snn_report),
 }
 
 
@@ -238,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = arguments(__doc__)
     ap.set_defaults(rounds=3)
     ap.add_argument("--windows", type=int, default=200, help="windows per variant and round")
+    ap.add_argument("--steps", type=int, default=3000, help="snn: time steps per round")
     ap.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS),
                     help="which sections to run")
     args = ap.parse_args(argv)

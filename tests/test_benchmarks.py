@@ -38,3 +38,14 @@ def test_event_throughput_graph_builds_in_two_processes(tmp_path: Path) -> None:
     assert g.order == ["src", "den", "vox", "probe"]
     assert len(set(g.group_of.values())) == 2
     assert g.outputs["vox"]["out"].shape == (5, 720, 1280)
+
+
+def test_inference_snn_section_runs_its_network(tmp_path: Path) -> None:
+    """The benchmark's network is a valid NIR graph the snn node runs (rates are not judged)."""
+    import argparse
+
+    import inference
+
+    out = inference.snn_section(argparse.Namespace(steps=20, rounds=1), tmp_path)
+    assert out["snn_steps_per_s"] > 0 and out["snn"]["node_steps_per_s"] > 0
+    assert out["snn"]["steps"] == 20
