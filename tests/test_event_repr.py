@@ -1,14 +1,19 @@
 """event_frames, voxel_grid, time_surface: each window equals a plainly written NumPy reference
 computed on the whole recording at once (random and real events), and the output does not
-depend on how the stream is cut into batches (empty and single-event batches included)."""
+depend on how the stream is cut into batches (empty and single-event batches included). The
+kernels' shortcuts (the time surface's exp tables, the invariant scan over 64-bit words) equal
+plain Python, bit for bit."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from conftest import event_recording
+from kernels.event_repr import decay_surface, decay_table
 from nodes.event_repr import EventFrames, EventWindows, TimeSurface, VoxelGrid
 from pipeline import EVENT_DTYPE, Frame, FrameKind, StreamInfo, StreamMismatch
 
@@ -331,7 +336,7 @@ def test_events_outside_the_sensor_are_dropped_and_counted() -> None:
 
 def test_reset_forgets_the_partial_window_and_the_last_times() -> None:
     ev = events_with_gaps(500, np.random.default_rng(9), WINDOW)
-    for cls in (EventFrames, TimeSurface):
+    for cls in (EventFrames, VoxelGrid, TimeSurface):
         node = make(cls, count=64)
         list(node.process("in", Frame(FrameKind.EVENTS, ev[:100], 0)))
         node.reset()
@@ -379,8 +384,10 @@ def test_x_is_the_last_axis_y_the_middle_and_polarity_the_first() -> None:
     assert f.data.shape == (2, H, W) and f.data[1, 0, W - 1] == 1
 
 
-def test_no_output_frame_changes_after_it_went_out() -> None:
-    node = make(EventFrames, window_us=10)
+@pytest.mark.parametrize("cls", [EventFrames, VoxelGrid])
+def test_no_output_frame_changes_after_it_went_out(cls: type[EventWindows]) -> None:
+    # VoxelGrid accumulates into one grid for the stream's life: each window must be a copy
+    node = make(cls, window_us=10)
     sent = []
     for k, t in enumerate([0, 10, 11, 40, 41, 55]):
         for _, f in node.process("in", Frame(FrameKind.EVENTS, stream((t, 0, 0, 1)), k)):
@@ -389,4 +396,42 @@ def test_no_output_frame_changes_after_it_went_out() -> None:
     assert [int(copy.sum()) for _, copy in sent] == [1, 2, 0, 0, 2, 1]
     for f, copy in sent:
         np.testing.assert_array_equal(f.data, copy)
-    assert not sent[2][0].data.flags.writeable  # the empty windows share one read-only array
+    assert len({id(f.data) for f, _ in sent}) == 5  # the empty windows share one array ...
+    assert not sent[2][0].data.flags.writeable      # ... which is read-only
+
+
+# --- the kernels' shortcuts, against plain code ---------------------------------------------
+
+@pytest.mark.parametrize("tau", [0.3, 150.0, 12_345.678, 20_000.0, 5e6, 1e300])
+def test_the_decay_tables_give_the_bits_of_math_exp_for_every_age(tau: float) -> None:
+    """`decay_surface` reads exp from two tables and checks the product's float32 rounding;
+    it must give exactly float32(math.exp(-(age / tau))) — the rounding of a correctly computed
+    float64 exp — for every age, 0 beyond 104 tau and for pixels that never fired. Ages: every
+    one up to 3000 µs, a million random ones up to 110 tau (past the cut, and past the tables
+    for tau = 5 s), both sides of the cut, and negative ones (counted as 0)."""
+    rng = np.random.default_rng(int(tau) % 1000)
+    cut = 104 * tau
+    ages = np.concatenate([np.arange(3000), rng.integers(0, int(min(110 * tau, 2**62)), 10**6),
+                           [int(cut) + k for k in range(-3, 4) if 0 <= int(cut) + k < 2**62],
+                           [-1, -10**6]]).astype(np.int64)
+    t_now = 2**40
+    last = np.concatenate([t_now - ages, [np.iinfo(np.int64).min]]).reshape(1, 1, -1)
+    got = decay_surface(last, t_now, tau, decay_table(tau)).ravel()
+    want = [np.float32(math.exp(-(max(a, 0) / tau))) if max(a, 0) / tau <= 104 else 0.0
+            for a in ages.tolist()] + [0.0]
+    np.testing.assert_array_equal(got, np.array(want, np.float32))  # bit for bit
+    assert got[:-1].any() and not got[-1]
+
+
+def test_ages_whose_table_product_rounds_the_other_way_get_the_bits_of_math_exp() -> None:
+    """At these ages (found by a search over 50 M ages for tau = 1 s) the product of the two
+    decay tables alone rounds to the float32 next to math.exp's: the check near rounding
+    boundaries (`DecayTable`) must catch them."""
+    tau = 1e6
+    table = decay_table(tau)
+    ages = np.array([86_682_136, 80_003_603, 76_836_053], np.int64)
+    product = table.high[ages >> table.shift] * table.low[ages & (1 << table.shift) - 1]
+    exact = np.array([math.exp(-(a / tau)) for a in ages.tolist()], np.float32)
+    assert (product.astype(np.float32) != exact).all()
+    got = decay_surface((10**9 - ages).reshape(1, 1, -1), 10**9, tau, table).ravel()
+    np.testing.assert_array_equal(got, exact)
