@@ -19,6 +19,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from pipeline.frame import EVENT_DTYPE
+
 #: ``last_t`` before any event: every first time stamp is "monotonic".
 NO_TIME = np.iinfo(np.int64).min
 
@@ -40,6 +42,11 @@ def scan_events(events: np.ndarray, width: int, height: int,
                 last_t: int = NO_TIME) -> tuple[int, int, int]:
     """Check EVENT_DTYPE ``events`` against a ``width`` x ``height`` sensor.
 
+    Raises
+    ------
+    TypeError
+        For a batch that is not EVENT_DTYPE (e.g. packed to 13 bytes by ``np.concatenate``).
+
     Returns
     -------
     backwards : int
@@ -50,6 +57,10 @@ def scan_events(events: np.ndarray, width: int, height: int,
     last_t : int
         ``t`` of the batch's last event (``last_t`` unchanged for an empty batch), µs.
     """
+    if events.dtype != EVENT_DTYPE:
+        raise TypeError(f"an event batch must be EVENT_DTYPE records, not {events.dtype} (join "
+                        f"and copy batches with pipeline.frame.concat_events / copy_events: "
+                        f"np.concatenate packs them to 13 bytes)")
     if events.shape[0] == 0:
         return 0, 0, last_t
     words = np.ascontiguousarray(events).view(np.int64).reshape(-1, 2)  # a copy if strided

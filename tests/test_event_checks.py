@@ -25,3 +25,11 @@ def test_the_invariant_scan_counts_like_a_plain_loop_whatever_the_padding_and_st
         invalid = sum(not (0 <= xi < W and 0 <= yi < H and pi in (0, 1))
                       for xi, yi, pi in zip(x, y, p))
         assert scan_events(part, W, H, last_t) == (backwards, invalid, t[-1] if t else last_t)
+
+
+def test_a_packed_batch_is_refused_with_a_message_that_says_how_to_join_batches() -> None:
+    import pytest
+
+    packed = np.zeros(3, [("t", "<i8"), ("x", "<i2"), ("y", "<i2"), ("p", "i1")])  # 13 bytes
+    with pytest.raises(TypeError, match="concat_events"):
+        scan_events(packed, 10, 10)
