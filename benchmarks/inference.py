@@ -30,6 +30,12 @@ and run by the ``snn`` node on ``--steps`` steps of random spikes at 10 % densit
 the offline / replay case), ``node_steps_per_s`` the node fed one step per frame (the live case,
 each call paying the node's checks and a Frame). Best of ``--rounds``; no target is set.
 
+Section ``hd_snn`` (``hd_snn_mev_s``, details under ``"hd_snn"``): the ``hd_snn`` node with a
+kernel of the paper's size (8 classes x 2 polarities x 12 delays x 11 x 11, seeded, half the taps
+pruned away), dt 1 ms, predictions every 10 ms, on ``--hd-events`` events uniform over a
+320 x 240 sensor (a DVXplorer) at 1 Mev/s, in batches of 4096; best of ``--rounds``; also the
+synaptic operations per event (``synops_per_event``). No target is set.
+
 Sections are a dict (`SECTIONS`): each adds its headline keys at the top level of the JSON and
 its targets; ``--sections`` runs some of them.
 
@@ -302,6 +308,50 @@ def snn_report(results: dict[str, Any]) -> None:
           f"steps/s one step per frame through the node")
 
 
+# -- hd_snn -------------------------------------------------------------------------------------
+HD_SENSOR = (320, 240)
+HD_KERNEL = (8, 2, 12, 11, 11)
+
+
+def hd_snn_section(args: Any, work: Path) -> dict[str, Any]:
+    from kernels.hd_snn import save_weights
+    from nodes.hd_snn import HDSNN
+    from pipeline.frame import EVENT_DTYPE
+
+    rng = np.random.default_rng(2)
+    path = work / "hd.npz"
+    save_weights(path, rng.normal(0, 1, HD_KERNEL).astype(np.float32), dt_us=1000)
+    n = args.hd_events
+    ev = np.zeros(n, EVENT_DTYPE)
+    ev["t"] = np.sort(rng.integers(0, n, n))  # 1 Mev/s
+    ev["x"], ev["y"] = rng.integers(0, HD_SENSOR[0], n), rng.integers(0, HD_SENSOR[1], n)
+    ev["p"] = rng.integers(0, 2, n)
+    node = HDSNN(HDSNN.Params(weights=str(path), keep_fraction=0.5, step_us=10_000), "hd")
+    node.setup({"in": StreamInfo(FrameKind.EVENTS, dtype="events",
+                                 sensor_size=(*HD_SENSOR, 2))})
+    node.open()
+    frames = [Frame(FrameKind.EVENTS, ev[i:i + 4096], 0) for i in range(0, n, 4096)]
+    best = None
+    for _ in range(args.rounds):
+        node.reset()
+        t0 = now_ns()
+        for f in frames:
+            for _ in node.process("in", f):
+                pass
+        took = now_ns() - t0
+        best = took if best is None else min(best, took)
+    figures = node.figures()
+    return {"hd_snn_mev_s": round(n / (best / 1e9) / 1e6, 4),
+            "hd_snn": {"events": n, "sensor": list(HD_SENSOR), "kernel": list(HD_KERNEL),
+                       "keep_fraction": 0.5, "synops_per_event": figures.get("synops_per_event")}}
+
+
+def hd_snn_report(results: dict[str, Any]) -> None:
+    r = results["hd_snn"]
+    print(f"hd_snn {r['kernel']} kernel, half pruned, {r['sensor'][0]}x{r['sensor'][1]}: "
+          f"{results['hd_snn_mev_s']} Mev/s, {r['synops_per_event']} synaptic operations per event")
+
+
 @dataclass(frozen=True)
 class Section:
     """One benchmark section: ``run(args, work)`` -> results, its targets, its printout."""
@@ -314,6 +364,7 @@ class Section:
 SECTIONS: dict[str, Section] = {
     "onnx": Section(onnx_section, (("ratio_p50", "<=", 1.1),), onnx_report),
     "snn": Section(snn_section, (), snn_report),
+    "hd_snn": Section(hd_snn_section, (), hd_snn_report),
 }
 
 
@@ -322,6 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.set_defaults(rounds=3)
     ap.add_argument("--windows", type=int, default=200, help="windows per variant and round")
     ap.add_argument("--steps", type=int, default=3000, help="snn: time steps per round")
+    ap.add_argument("--hd-events", type=int, default=50_000, help="hd_snn: events per round")
     ap.add_argument("--sections", nargs="+", choices=list(SECTIONS), default=list(SECTIONS),
                     help="which sections to run")
     args = ap.parse_args(argv)

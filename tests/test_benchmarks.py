@@ -49,3 +49,12 @@ def test_inference_snn_section_runs_its_network(tmp_path: Path) -> None:
     out = inference.snn_section(argparse.Namespace(steps=20, rounds=1), tmp_path)
     assert out["snn_steps_per_s"] > 0 and out["snn"]["node_steps_per_s"] > 0
     assert out["snn"]["steps"] == 20
+
+
+def test_inference_hd_snn_section_runs_its_detector(tmp_path: Path) -> None:
+    import argparse
+
+    import inference
+
+    out = inference.hd_snn_section(argparse.Namespace(hd_events=2000, rounds=1), tmp_path)
+    assert out["hd_snn_mev_s"] > 0 and out["hd_snn"]["synops_per_event"] > 0
