@@ -24,11 +24,15 @@ step before it is complete (events come in time order): its slot is read out and
 result equals the dense binned convolution above; the work per event is the number of kept taps
 of its polarity (its synaptic operations, the paper's computational load).
 
-Layout, for the hot loop: the kept taps are grouped by (polarity, delay, ky, kx), each group a
-list of (class, weight): one bounds check per group, then one add per kept tap into the
-neuron's class vector (the ring is (slot, position, class), classes contiguous). Each slot also
-lists the output positions it touched (received at least one tap), so that reading out and
-clearing a step costs what that step received, not the size of the sensor.
+Layout, for the hot loop: the ring is (position, slot, class), so the D x C evidence of one
+position is contiguous, and the kernel is stored per (polarity, ky, kx) as a dense D x C block
+(zeros where pruned). An event adds each block of its polarity whose position is on the grid
+with one bounds check and two contiguous vector adds (the slots from its step's on, then the
+wrap-around); adding a pruned tap's 0 leaves the evidence bit for bit as it was. Each slot also
+lists the output positions it touched (received at least one kept tap: the kept (delay, class)
+taps of each block are its groups), so that reading out and clearing a step costs what that
+step received, not the size of the sensor; the read-out gathers those positions' evidence
+first (independent loads whose cache misses overlap), then reads it out in the listed order.
 
 Read-outs of a completed step (at the touched positions; an untouched one has no evidence):
 evidence (sum it), spikes (a neuron fires when its class logistic ``sigmoid(C + b) > threshold``,
@@ -195,9 +199,10 @@ def prune_weights(weights: np.ndarray, below: float = 0.0,
 
 
 class Taps(NamedTuple):
-    """The non-zero weights of W, grouped by (polarity, delay, ky, kx), each group a list of
+    """The non-zero weights of W, grouped by (polarity, ky, kx, delay), each group a list of
     (class, weight). Group ``g`` holds taps ``start[g]:start[g + 1]``; polarity ``p``'s groups
-    are ``first[p]:first[p + 1]``."""
+    are ``first[p]:first[p + 1]``; block ``b = (p * ky_size + ky) * kx_size + kx`` holds groups
+    ``block[b]:block[b + 1]`` and, dense, its weights ``block_w[b, d * classes + c]``."""
 
     first: np.ndarray    # (3,) int64
     delay: np.ndarray    # (groups,) int64
@@ -206,23 +211,30 @@ class Taps(NamedTuple):
     start: np.ndarray    # (groups + 1,) int64
     cls: np.ndarray      # (taps,) int64
     weight: np.ndarray   # (taps,) float32
+    block: np.ndarray    # (2 * ky * kx + 1,) int64
+    block_w: np.ndarray  # (2 * ky * kx, delays * classes) float32
     n_classes: int
     n_delays: int
     size: tuple[int, int]  # (kx, ky)
 
 
 def make_taps(weights: np.ndarray) -> Taps:
-    """The sparse taps of W (classes, 2, delays, kx, ky): only its non-zero weights."""
+    """The taps of W (classes, 2, delays, kx, ky): its non-zero weights, and W per block."""
     n_classes, _, n_delays, size_x, size_y = weights.shape
-    ordered = np.asarray(weights, np.float32).transpose(1, 2, 4, 3, 0)  # p, d, ky, kx, c
-    p, d, ky, kx, c = np.nonzero(ordered)  # C order: grouped by (p, d, ky, kx)
-    key = ((p * n_delays + d) * size_y + ky) * size_x + kx
-    heads = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else np.zeros(0, int)
+    ordered = np.asarray(weights, np.float32).transpose(1, 4, 3, 2, 0)  # p, ky, kx, d, c
+    p, ky, kx, d, c = np.nonzero(ordered)  # C order: grouped by (p, ky, kx, d)
+    key = ((p * size_y + ky) * size_x + kx) * n_delays + d
+    new_group = np.r_[True, key[1:] != key[:-1]] if key.size else np.zeros(0, bool)
+    heads = np.flatnonzero(new_group)
+    weight = ordered[p, ky, kx, d, c].astype(np.float32)
+    block_key = (p[heads] * size_y + ky[heads]) * size_x + kx[heads]
+    block = np.searchsorted(block_key, np.arange(2 * size_y * size_x + 1)).astype(np.int64)
+    block_w = np.ascontiguousarray(ordered.reshape(2 * size_y * size_x, n_delays * n_classes))
     return Taps(first=np.searchsorted(p[heads], [0, 1, 2]).astype(np.int64),
                 delay=d[heads].astype(np.int64), kx=kx[heads].astype(np.int64),
                 ky=ky[heads].astype(np.int64),
                 start=np.r_[heads, key.size].astype(np.int64), cls=c.astype(np.int64),
-                weight=ordered[p, d, ky, kx, c].astype(np.float32), n_classes=n_classes,
+                weight=weight, block=block, block_w=block_w, n_classes=n_classes,
                 n_delays=n_delays, size=(size_x, size_y))
 
 
@@ -283,20 +295,22 @@ def geometry(width: int, height: int, size: tuple[int, int], border: str,
 class HDState(NamedTuple):
     """Everything the detector remembers between batches (updated in place by the kernels).
 
-    ``ring[slot, position, class]`` holds the evidence of step ``s`` in slot ``s % delays``
+    ``ring[position, slot, class]`` holds the evidence of step ``s`` in slot ``s % delays``
     for the steps ``clock[STEP]`` (the oldest not yet read out) to ``clock[STEP] + delays - 1``;
-    ``touched[slot, :count[slot]]`` lists the positions that slot received (``marked`` flags
-    them); ``window_map[position, class]`` and ``window_sum[class]`` (+ the number of read-out
-    positions last) add up the read-outs of the current window.
+    ``touched[slot, :count[slot]]`` lists the positions that slot received (``marked[position,
+    slot]`` flags them); ``window_map[position, class]`` and ``window_sum[class]`` (+ the number
+    of read-out positions last) add up the read-outs of the current window; ``gathered`` is
+    the read-out's scratch (a step's evidence in listed order).
     """
 
-    ring: np.ndarray         # (delays * H' * W' * classes,) float32
-    marked: np.ndarray       # (delays * H' * W',) uint8
+    ring: np.ndarray         # (H' * W' * delays * classes,) float32
+    marked: np.ndarray       # (H' * W' * delays,) uint8
     touched: np.ndarray      # (delays * H' * W',) int32
     count: np.ndarray        # (delays,) int64
     clock: np.ndarray        # (3,) int64: STEP, PENDING, HAS_EVIDENCE
     window_map: np.ndarray   # (H' * W' * classes,) float64
     window_sum: np.ndarray   # (classes + 1,) float64
+    gathered: np.ndarray     # (H' * W' * classes,) float32
 
 
 def initial_state(taps: Taps, geo: Geometry) -> HDState:
@@ -308,7 +322,8 @@ def initial_state(taps: Taps, geo: Geometry) -> HDState:
                    np.zeros(slots * n_pos, np.uint8), np.zeros(slots * n_pos, np.int32),
                    np.zeros(slots, np.int64), clock,
                    np.zeros(n_pos * taps.n_classes, np.float64),
-                   np.zeros(taps.n_classes + 1, np.float64))
+                   np.zeros(taps.n_classes + 1, np.float64),
+                   np.zeros(n_pos * taps.n_classes, np.float32))
 
 
 class Readout(NamedTuple):
@@ -326,27 +341,36 @@ class Readout(NamedTuple):
 def _read_step(step: int, n_pos: int, n_cls: int, ring: np.ndarray, marked: np.ndarray,
                touched: np.ndarray, count: np.ndarray, clock: np.ndarray, mode: int,
                bias: np.ndarray, threshold: float, keep_map: bool, window_map: np.ndarray,
-               window_sum: np.ndarray, v: np.ndarray, e: np.ndarray) -> None:
+               window_sum: np.ndarray, gathered: np.ndarray, v: np.ndarray, e: np.ndarray
+               ) -> None:
     """Read out step ``step`` (its evidence is complete) into the window sums; clear its slot.
-    ``v`` and ``e`` are scratch arrays of one value per class."""
+    ``gathered`` holds the slot's evidence meanwhile; ``v`` and ``e`` are scratch arrays of one
+    value per class."""
     slots = count.shape[0]
     slot = step % slots
     n = count[slot]
     if n == 0:
         return
+    listed = slot * n_pos
+    for q in range(n):  # gather first: independent loads, so their cache misses overlap
+        pos = touched[listed + q]
+        base = (pos * slots + slot) * n_cls
+        for c in range(n_cls):
+            gathered[q * n_cls + c] = ring[base + c]
+            ring[base + c] = 0.0
+        marked[pos * slots + slot] = 0
     for q in range(n):
-        pos = touched[slot * n_pos + q]
-        base = (slot * n_pos + pos) * n_cls
-        out = pos * n_cls
+        base = q * n_cls
+        out = touched[listed + q] * n_cls
         if mode == EVIDENCE:
             for c in range(n_cls):
-                window_sum[c] += ring[base + c]
+                window_sum[c] += gathered[base + c]
                 if keep_map:
-                    window_map[out + c] += ring[base + c]
+                    window_map[out + c] += gathered[base + c]
         else:
             best = 0
             for c in range(n_cls):
-                v[c] = ring[base + c] + bias[c]
+                v[c] = gathered[base + c] + bias[c]
                 if v[c] > v[best]:
                     best = c
             if mode == LOGISTIC:
@@ -384,9 +408,6 @@ def _read_step(step: int, n_pos: int, n_cls: int, ring: np.ndarray, marked: np.n
                             if j != best:
                                 others += math.exp(v[j] - second)
                         window_sum[c] += (v[best] - second) - math.log(others)
-        for c in range(n_cls):
-            ring[base + c] = 0.0
-        marked[slot * n_pos + pos] = 0
     count[slot] = 0
     window_sum[n_cls] += n
     clock[PENDING] -= 1
@@ -397,8 +418,8 @@ def _read_step(step: int, n_pos: int, n_cls: int, ring: np.ndarray, marked: np.n
 def _advance(target: int, window: int, n_pos: int, n_cls: int, ring: np.ndarray,
              marked: np.ndarray, touched: np.ndarray, count: np.ndarray, clock: np.ndarray,
              mode: int, bias: np.ndarray, threshold: float, keep_map: bool,
-             window_map: np.ndarray, window_sum: np.ndarray, v: np.ndarray, e: np.ndarray
-             ) -> int:
+             window_map: np.ndarray, window_sum: np.ndarray, gathered: np.ndarray,
+             v: np.ndarray, e: np.ndarray) -> int:
     """Read out the steps before ``target``; stop early (WINDOW) when a window with evidence
     ends (``clock[STEP]`` is then the first step of the next window). Steps with an empty ring
     are skipped in one jump."""
@@ -412,7 +433,7 @@ def _advance(target: int, window: int, n_pos: int, n_cls: int, ring: np.ndarray,
             clock[STEP] = target
             return DONE
         _read_step(step, n_pos, n_cls, ring, marked, touched, count, clock, mode, bias,
-                   threshold, keep_map, window_map, window_sum, v, e)
+                   threshold, keep_map, window_map, window_sum, gathered, v, e)
         clock[STEP] = step + 1
         if (step + 1) % window == 0:
             if clock[HAS_EVIDENCE] != 0:
@@ -421,13 +442,14 @@ def _advance(target: int, window: int, n_pos: int, n_cls: int, ring: np.ndarray,
 
 
 @numba.njit(cache=True, nogil=True)
-def _run(events: np.ndarray, start: int, dt: int, window: int, first: np.ndarray,
-         delay: np.ndarray, tap_kx: np.ndarray, tap_ky: np.ndarray, tap_start: np.ndarray,
-         tap_cls: np.ndarray, tap_w: np.ndarray, out_w: int, out_h: int, offset_x: int,
-         offset_y: int, span_x: int, span_y: int, stride: int, ring: np.ndarray,
-         marked: np.ndarray, touched: np.ndarray, count: np.ndarray, clock: np.ndarray,
-         counters: np.ndarray, mode: int, bias: np.ndarray, threshold: float, keep_map: bool,
-         window_map: np.ndarray, window_sum: np.ndarray) -> tuple[int, int]:
+def _run(events: np.ndarray, start: int, dt: int, window: int, delay: np.ndarray,
+         tap_kx: np.ndarray, tap_ky: np.ndarray, tap_start: np.ndarray, block: np.ndarray,
+         block_w: np.ndarray, out_w: int, out_h: int, offset_x: int, offset_y: int,
+         span_x: int, span_y: int, stride: int, ring: np.ndarray, marked: np.ndarray,
+         touched: np.ndarray, count: np.ndarray, clock: np.ndarray, counters: np.ndarray,
+         mode: int, bias: np.ndarray, threshold: float, keep_map: bool,
+         window_map: np.ndarray, window_sum: np.ndarray, gathered: np.ndarray
+         ) -> tuple[int, int]:
     slots = count.shape[0]
     n_pos = out_w * out_h
     n_cls = window_sum.shape[0] - 1
@@ -445,14 +467,19 @@ def _run(events: np.ndarray, start: int, dt: int, window: int, first: np.ndarray
             k = clock[STEP]
         elif k > clock[STEP]:
             if _advance(k, window, n_pos, n_cls, ring, marked, touched, count, clock, mode,
-                        bias, threshold, keep_map, window_map, window_sum, v,
+                        bias, threshold, keep_map, window_map, window_sum, gathered, v,
                         e_scratch) == WINDOW:
                 return i, WINDOW
         base_slot = k % slots
         ops = 0
-        for g in range(first[e.p], first[e.p + 1]):
-            rx = e.x - tap_kx[g] + offset_x
-            ry = e.y - tap_ky[g] + offset_y
+        n_blocks = (block.shape[0] - 1) // 2
+        for b in range(e.p * n_blocks, (e.p + 1) * n_blocks):  # (ky, kx) of the polarity
+            g0 = block[b]
+            g1 = block[b + 1]
+            if g0 == g1:
+                continue
+            rx = e.x - tap_kx[g0] + offset_x
+            ry = e.y - tap_ky[g0] + offset_y
             if rx < 0 or rx >= span_x or ry < 0 or ry >= span_y:
                 continue
             if stride > 1:
@@ -460,21 +487,29 @@ def _run(events: np.ndarray, start: int, dt: int, window: int, first: np.ndarray
                     continue
                 rx //= stride
                 ry //= stride
-            slot = base_slot + delay[g]
-            if slot >= slots:
-                slot -= slots
             pos = ry * out_w + rx
-            mark = slot * n_pos + pos
-            if marked[mark] == 0:
-                marked[mark] = 1
-                if count[slot] == 0:
-                    clock[PENDING] += 1
-                touched[slot * n_pos + count[slot]] = pos
-                count[slot] += 1
-            base = mark * n_cls
-            for j in range(tap_start[g], tap_start[g + 1]):
-                ring[base + tap_cls[j]] += tap_w[j]
-            ops += tap_start[g + 1] - tap_start[g]
+            for g in range(g0, g1):  # the block's kept delays: list the position in their slots
+                slot = base_slot + delay[g]
+                if slot >= slots:
+                    slot -= slots
+                mark = pos * slots + slot
+                if marked[mark] == 0:
+                    marked[mark] = 1
+                    if count[slot] == 0:
+                        clock[PENDING] += 1
+                    touched[slot * n_pos + count[slot]] = pos
+                    count[slot] += 1
+            # the block's D x C weights into the position's D slots (from base_slot, wrapping);
+            # unsigned indices: no negative-index wraparound in the loop, so it vectorizes
+            row = np.uint64(pos * slots * n_cls)
+            split = np.uint64((slots - base_slot) * n_cls)
+            head = row + np.uint64(base_slot * n_cls)
+            w = block_w[b]
+            for j in range(split):
+                ring[head + j] += w[j]
+            for j in range(np.uint64(base_slot * n_cls)):
+                ring[row + j] += w[split + j]
+            ops += tap_start[g1] - tap_start[g0]
         counters[OPS] += ops
     return events.shape[0], DONE
 
@@ -511,11 +546,12 @@ def run_events(events: np.ndarray, start: int, dt_us: int, window: int, taps: Ta
         clock (a restarted camera): flush, start a new state, call again. An event of an
         already read-out step less far back is added to the current step (``[LATE]``).
     """
-    return _run(events, start, dt_us, window, taps.first, taps.delay, taps.kx, taps.ky,
-                taps.start, taps.cls, taps.weight, geo.width, geo.height, geo.offset_x,
+    return _run(events, start, dt_us, window, taps.delay, taps.kx, taps.ky,
+                taps.start, taps.block, taps.block_w, geo.width, geo.height, geo.offset_x,
                 geo.offset_y, geo.span_x, geo.span_y, geo.stride, state.ring, state.marked,
                 state.touched, state.count, state.clock, counters, readout.mode, readout.bias,
-                readout.threshold, readout.keep_map, state.window_map, state.window_sum)
+                readout.threshold, readout.keep_map, state.window_map, state.window_sum,
+                state.gathered)
 
 
 def advance(target: int, window: int, geo: Geometry, readout: Readout, state: HDState) -> int:
@@ -525,7 +561,7 @@ def advance(target: int, window: int, geo: Geometry, readout: Readout, state: HD
     return _advance(target, window, geo.width * geo.height, n_cls, state.ring, state.marked,
                     state.touched, state.count, state.clock, readout.mode, readout.bias,
                     readout.threshold, readout.keep_map, state.window_map, state.window_sum,
-                    np.empty(n_cls), np.empty(n_cls))
+                    state.gathered, np.empty(n_cls), np.empty(n_cls))
 
 
 def warm_up(event_dtype: np.dtype) -> None:

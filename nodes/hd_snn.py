@@ -46,7 +46,7 @@ window without any (a silence longer than the kernel's delays) gives no frame:
 A frame's ``t_device`` is its window's start (s, the input's clock) and its ``t_origin_ns`` the
 stamp of the input frame whose event completed it (the last one at the end of the stream).
 
-State: the ring of D future steps (delays x H' x W' x classes float32), the oldest step not yet
+State: the ring of D future steps (H' x W' x delays x classes float32), the oldest step not yet
 read out, and the current window's sums; events only move it, so a stream cut into batches
 anywhere gives the same frames. A step is read out when an event of a later step arrives; at
 the end of the stream (``close``) the remaining evidence is read out and its windows emitted.
@@ -145,7 +145,7 @@ class HDSNN(EventInput):
         except ValueError as e:
             raise ParamError("border", f"{e}: use border: same") from None
         n_cls, n_pos = len(self.names), self.geo.width * self.geo.height
-        size = n_pos * n_cls * (4 * self.taps.n_delays + 8) + n_pos * 5 * self.taps.n_delays
+        size = n_pos * n_cls * (4 * self.taps.n_delays + 12) + n_pos * 5 * self.taps.n_delays
         if size > MAX_STATE_BYTES:
             raise ParamError("stride", f"the state would take {size / 2 ** 30:.1f} GiB "
                                        f"({self.taps.n_delays} delays x {self.geo.height}x"

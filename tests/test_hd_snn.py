@@ -304,6 +304,29 @@ def test_a_pruned_detector_equals_the_dense_conv3d_of_the_pruned_kernel(
                                   [np.count_nonzero(kept[:, 0]), np.count_nonzero(kept[:, 1])])
 
 
+def test_the_taps_hold_each_kernel_block_dense_and_its_kept_delays_as_groups() -> None:
+    """The hot loop adds a (polarity, ky, kx) block's D x C weights whole and lists a position
+    in the slots of the block's groups: both must be W's, read here plainly."""
+    rng = np.random.default_rng(13)
+    kept = keep_largest(dyadic_weights(rng, zeros=0.5), 0.1)  # whole blocks and delays empty
+    n_cls, _, n_d, kx_n, ky_n = kept.shape
+    taps = make_taps(kept)
+    for p, ky, kx in itertools.product(range(2), range(ky_n), range(kx_n)):
+        b = (p * ky_n + ky) * kx_n + kx
+        block = taps.block_w[b].reshape(n_d, n_cls)
+        groups = range(taps.block[b], taps.block[b + 1])
+        assert [taps.delay[g] for g in groups] == [d for d in range(n_d)
+                                                   if kept[:, p, d, kx, ky].any()]
+        for g in groups:
+            d = taps.delay[g]
+            assert (taps.kx[g], taps.ky[g]) == (kx, ky)
+            taken = slice(taps.start[g], taps.start[g + 1])
+            assert list(taps.cls[taken]) == list(np.flatnonzero(kept[:, p, d, kx, ky]))
+            np.testing.assert_array_equal(taps.weight[taken], kept[taps.cls[taken], p, d, kx, ky])
+        for d, c in itertools.product(range(n_d), range(n_cls)):
+            assert block[d, c] == kept[c, p, d, kx, ky]
+
+
 def test_synaptic_operations_per_event_count_the_kept_taps_that_land(tmp_path: Path) -> None:
     rng = np.random.default_rng(9)
     w, ev = dyadic_weights(rng, zeros=0.5), random_events(2000, rng)
