@@ -36,7 +36,8 @@ class EventFilter(EventInput):
     """Base of the filters: ``in`` events -> ``out`` events of the sensor ``configure`` returns."""
 
     def configure(self, stream: StreamInfo) -> StreamInfo:
-        """Check the parameters against ``stream``, build the state; return the output stream."""
+        """Check the parameters against ``stream``; return the output stream (the state is built
+        by ``reset``, which ``setup`` calls next)."""
         return stream
 
     def apply(self, events: np.ndarray, out: np.ndarray) -> int:
@@ -46,7 +47,9 @@ class EventFilter(EventInput):
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         stream = self.sensor(info)
         self.events_in = self.removed = self.events_out = 0
-        return {"out": self.configure(stream)}
+        out = self.configure(stream)
+        self.reset()
+        return {"out": out}
 
     def filter(self, events: np.ndarray) -> np.ndarray:
         """The filtered batch (a new array) of a contiguous batch of valid events."""
@@ -178,10 +181,6 @@ class Refractory(EventFilter):
         period_us: int = Field(250, ge=0, le=MAX_US, description="refractory period (µs; "
                                                                  "dv-processing's default)")
 
-    def configure(self, stream: StreamInfo) -> StreamInfo:
-        self.reset()
-        return stream
-
     def reset(self) -> None:
         super().reset()
         self.last = _time_map(self.height, self.width)
@@ -208,10 +207,6 @@ class Denoise(EventFilter):
     class Params(NodeParams):
         window_us: int = Field(2000, ge=0, le=MAX_US, description="support window (µs; "
                                                                   "dv-processing's default)")
-
-    def configure(self, stream: StreamInfo) -> StreamInfo:
-        self.reset()
-        return stream
 
     def reset(self) -> None:
         super().reset()
@@ -255,7 +250,6 @@ class HotPixels(EventFilter):
         self.listed = np.zeros((self.height, self.width), np.uint8)
         for x, y in p.pixels:
             self.listed[y, x] = 1
-        self.reset()
         return stream
 
     def reset(self) -> None:
