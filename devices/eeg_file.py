@@ -46,7 +46,10 @@ class EEGFile(Source):
     outputs = ("out", "markers")
 
     class Params(NodeParams):
-        path: str = Field(description="recording to replay (any format mne.io.read_raw reads)")
+        path: str | list[str] = Field(
+            description="recording to replay (any format mne.io.read_raw reads), or a list of "
+                        "recordings of one session played back to back (as "
+                        "mne.concatenate_raws joins them: same channels and rate)")
         speed: Speed = "realtime"
         chunk: int = Field(16, ge=1, description="samples per frame")
         picks: str | list[str] | None = Field(
@@ -63,7 +66,7 @@ class EEGFile(Source):
 
     def setup(self, info: Mapping[str, StreamInfo]) -> dict[str, StreamInfo]:
         p = self.params
-        self.raw = self._read_header(Path(p.path))
+        self.raw = self._read_session(p.path)
         if p.standardize:
             mne.datasets.eegbci.standardize(self.raw)
         has_data = bool(mne.pick_types(self.raw.info, meg=True, eeg=True, seeg=True, ecog=True,
@@ -92,6 +95,21 @@ class EEGFile(Source):
                 "markers": StreamInfo(FrameKind.MARKERS, 0.0, dtype="unicode", clock="file",
                                       extra={"descriptions": sorted({d for _, d, _ in self.markers}),
                                              **numbering})}
+
+    def _read_session(self, paths: str | list[str]) -> mne.io.BaseRaw:
+        """One recording, or several joined (MNE marks each join with a 'BAD boundary' and an
+        'EDGE boundary' annotation, which come out as markers like any other)."""
+        if isinstance(paths, str):
+            return self._read_header(Path(paths))
+        if not paths:
+            raise ParamError("path", "an empty list of recordings")
+        if any(Path(f).suffix.lower() == ".xdf" for f in paths):
+            raise ParamError("path", "XDF recordings are replayed one at a time")
+        raws = [self._read_header(Path(f)) for f in paths]
+        try:
+            return mne.concatenate_raws(raws, verbose="error")
+        except (ValueError, RuntimeError) as e:
+            raise ParamError("path", f"{paths[0]} and the rest cannot be joined: {e}") from None
 
     def _read_header(self, path: Path) -> mne.io.BaseRaw:
         if not path.is_file():

@@ -150,7 +150,8 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help)
         sp.add_argument("graph", help="graph YAML file")
         sp.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
-                        help="override a node parameter (value parsed as YAML); repeatable")
+                        help="override a node parameter (value parsed as YAML), or replace a "
+                             "whole node: NODE='{type: eeg_file, path: F}'; repeatable")
         return sp
 
     run = graph_cmd("run", "run a graph")

@@ -230,16 +230,27 @@ def _load_nodes(doc: LineDict, where) -> dict[str, NodeSpec]:
 
 
 def _apply_set(item: str, nodes: dict[str, NodeSpec]) -> None:
+    """``node.param=value`` overrides one parameter; ``node={type: ..., ...}`` replaces the whole
+    node (another type, e.g. a file replay for a synthetic headset), keeping its name and edges."""
     target, eq, value = item.partition("=")
     node, dot, param = target.partition(".")
-    if not eq or not dot or not param:
-        raise ConfigError(f"--set {item}: expected node.param=value")
+    if not eq or (dot and not param):
+        raise ConfigError(f"--set {item}: expected node.param=value or node={{type: ..., ...}}")
     if node not in nodes:
         raise ConfigError(f"--set {item}: no node {node!r}; nodes: {', '.join(nodes)}")
     try:
-        nodes[node].params[param] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {item}: value is not valid YAML: {e}") from None
+    spec = nodes[node]
+    if dot:
+        spec.params[param] = parsed
+        return
+    if not isinstance(parsed, dict) or not isinstance(parsed.get("type"), str):
+        raise ConfigError(f"--set {item}: a whole node is a mapping with a 'type'")
+    spec.type = parsed.pop("type")
+    spec.params = parsed
+    spec.param_lines = {}
 
 
 def _split_endpoint(text: str, line: int, where) -> tuple[str, str | None]:

@@ -140,12 +140,21 @@ def test_an_input_cannot_be_fed_twice() -> None:
                                      "fed by amp.out -> out.in (line 7)")
 
 
+def test_set_replaces_a_whole_node_keeping_its_name_and_edges() -> None:
+    g = build(GOOD, ["eeg={type: synthetic_eeg, mode: realistic, channels: 3, names: [C3, Cz, C4]}"])
+    assert g.outputs["eeg"]["out"].channel_names == ("C3", "Cz", "C4")
+    assert g.nodes["eeg"].params.srate == 250.0  # the old node's params are gone with it
+    assert [(e.src, e.dst) for e in g.edges] == [("eeg", "amp"), ("amp", "out")]
+    assert error_of(GOOD, ["eeg={type: gain, gain: 1}"]).startswith("g.yaml:")
+
+
 def test_set_overrides_params_with_yaml_values() -> None:
     g = build(GOOD, ["eeg.channels=16", "amp.gain=0.5"])
     assert g.outputs["eeg"]["out"].n_channels == 16
     assert g.nodes["amp"].params.gain == 0.5
     assert "--set nope.x=1: no node 'nope'" in error_of(GOOD, ["nope.x=1"])
-    assert "expected node.param=value" in error_of(GOOD, ["eeg=3"])
+    assert "expected node.param=value" in error_of(GOOD, ["eeg.=3"])
+    assert "a whole node is a mapping with a 'type'" in error_of(GOOD, ["eeg=3"])
     assert error_of(GOOD, ["eeg.channels=many"]).startswith(
         "g.yaml:3: node 'eeg' (synthetic_eeg): field 'channels'")
 

@@ -80,6 +80,35 @@ def test_a_fif_copy_replays_like_the_edf_it_was_made_from(tmp_path: Path) -> Non
     assert markers == annotations_at_samples(edf)
 
 
+def test_a_session_of_several_runs_replays_back_to_back_as_mne_joins_them(tmp_path: Path) -> None:
+    runs = [p for p in edf_files() if p.name.startswith("S002")]
+    assert len(runs) == 3
+    node = EEGFile(EEGFile.Params(path=[str(p) for p in runs], speed="max", chunk=50), "eeg")
+    node.setup({})
+    frames = replay(node)
+    x = np.concatenate([f.data for p, f in frames if p == "out"], axis=1)
+    raws = [mne.io.read_raw_edf(p, preload=True, verbose="error") for p in runs]
+    np.testing.assert_array_equal(x, np.concatenate([(r.get_data() * 1e6).astype(np.float32)
+                                                     for r in raws], axis=1))
+    # every run's cues, shifted by the runs before it; MNE marks each join (two boundaries)
+    expected, offset = [], 0
+    for p, r in zip(runs, raws):
+        expected += [(s + offset, d) for s, d in annotations_at_samples(p)]
+        offset += r.n_times
+    markers = [(f.meta["sample"], str(f.data[0])) for p, f in frames if p == "markers"]
+    assert [m for m in markers if "boundary" not in m[1]] == expected
+    joins = [raws[0].n_times, raws[0].n_times + raws[1].n_times]
+    assert sorted(s for s, d in markers if d == "BAD boundary") == joins
+    # runs that cannot be joined, and XDF, are config errors
+    other = tmp_path / "fewer_raw.fif"
+    raws[0].copy().pick(["C3..", "C4.."]).save(other, verbose="error")
+    for paths, words in (([str(runs[0]), str(other)], "cannot be joined"),
+                         ([str(runs[0]), "x.xdf"], "one at a time"), ([], "empty")):
+        with pytest.raises(ParamError) as e:
+            EEGFile(EEGFile.Params(path=paths, speed="max"), "eeg").setup({})
+        assert e.value.field == "path" and words in str(e.value)
+
+
 def test_loop_starts_again_with_times_still_increasing() -> None:
     path = edf_files()[0]
     node, _ = source(path, chunk=1000, loop=True)
