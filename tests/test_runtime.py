@@ -17,36 +17,40 @@ from devices.recorder import read_recording
 pytestmark = pytest.mark.slow
 
 def demo_text() -> str:
-    """configs/demo.yaml, runnable from another folder (its lsl_config made absolute)."""
+    """configs/demo.yaml, runnable from another folder (its lsl_config and model made absolute)."""
     configs = Path(__file__).resolve().parents[1] / "configs"
     return (configs / "demo.yaml").read_text().replace(
-        "lsl_config: lsl_api.cfg", f"lsl_config: {configs / 'lsl_api.cfg'}")
+        "lsl_config: lsl_api.cfg", f"lsl_config: {configs / 'lsl_api.cfg'}").replace(
+        "model: models/", f"model: {configs.parent / 'models'}/")
 
 
-def test_demo_config_runs_for_its_duration_and_exits_cleanly(run_graph) -> None:
-    demo = demo_text()
-    g = run_graph(demo, "--duration", "2")
+def test_demo_config_decodes_for_its_duration_and_exits_cleanly(run_graph) -> None:
+    g = run_graph(demo_text(), "--duration", "7")
     assert g.finish() == 0, g.stderr
     fig = g.figures()
     assert fig["eeg"]["frames_out"] > 0
-    # lossless edge into the recorder: it holds every frame the last filter emitted
+    # lossless edge into the recorder: it holds every frame the filter emitted
     rec = read_recording(g.graph.parent / "demo-recording.nfr")
-    assert len(rec.frames) == fig["notch"]["frames_out"] == fig["rec"]["frames_in"]
+    assert len(rec.frames) == fig["band"]["frames_out"] == fig["rec"]["frames_in"]
     assert [f.seq for f in rec.frames] == list(range(len(rec.frames)))
+    # 4 s windows every 0.25 s: the decoder has decided some by 7 s, and the score saw them
+    assert fig["decoder"]["frames_out"] > 0 and fig["score"]["frames_in"] > 0
+    assert fig["score"]["node"]["predicted"] in ("left", "right")
     # percentiles are per second: the last second of a node may be empty, any second is not
     ticks = [r["nodes"] for r in g.records() if "nodes" in r]
-    assert any(t["sink"].get("lat_p50_ms") is not None for t in ticks)
+    assert any(t["decoder"].get("lat_p50_ms") is not None for t in ticks)
     assert any(t["band"].get("proc_p50_us") is not None for t in ticks)
 
 
 def test_fused_groups_run_the_same_graph_in_fewer_processes(run_graph) -> None:
-    demo = demo_text().replace("dsp: [reref, band, notch]", "dsp: [eeg, reref, band, notch, rec]")
+    demo = demo_text().replace("dsp: [pick, band, ems, win]",
+                               "dsp: [eeg, pick, band, ems, win, rec, decoder, decide, score, show]")
     g = run_graph(demo, "--duration", "2")
     assert g.finish() == 0, g.stderr
-    assert sorted(e["group"] for e in g.events("started")) == ["dsp", "lsl", "sink"]
+    assert sorted(e["group"] for e in g.events("started")) == ["dsp", "lsl"]
     fig = g.figures()
     rec = read_recording(g.graph.parent / "demo-recording.nfr")
-    assert len(rec.frames) == fig["notch"]["frames_out"] == fig["sink"]["frames_in"] > 0
+    assert len(rec.frames) == fig["band"]["frames_out"] == fig["rec"]["frames_in"] > 0
     assert [f.seq for f in rec.frames] == list(range(len(rec.frames)))
 
 
