@@ -32,12 +32,8 @@ from typing import Any
 
 import mne
 import numpy as np
-import yaml
 
-from pipeline.config import loads
-from pipeline.frame import Frame
-from pipeline.graph import build
-from pipeline.inline import InlineRun
+from pipeline.inline import collect
 
 #: Runs by task: in both, T1 = left fist, T2 = right fist.
 RUNS = {"imagined": (4, 8, 12), "executed": (3, 7, 11)}
@@ -92,15 +88,6 @@ def chain(paths: list[Path], tmin: float, tmax: float, after_epoch: dict[str, di
                       *(f"{a} -> {b}" for a, b in zip(names, names[1:]))]}
 
 
-def run_chain(graph: dict[str, Any], taps: list[tuple[str, str]]) -> dict[tuple[str, str], list[Frame]]:
-    """Validate ``graph`` as `neuroflow validate` would, drain it in-process, and return the
-    frames seen on each tapped output port."""
-    built = build(loads(yaml.safe_dump(graph, sort_keys=False), "eegmmidb"))
-    seen: dict[tuple[str, str], list[Frame]] = {t: [] for t in taps}
-    InlineRun(built, {t: seen[t].append for t in taps}).run()
-    return seen
-
-
 @dataclass
 class Trials:
     """Epochs of one subject: ``x`` (n, channels, samples) float32, ``y`` class indices."""
@@ -112,7 +99,7 @@ class Trials:
 
 def trials(paths: list[Path], tmin: float = TRIAL[0], tmax: float = TRIAL[1]) -> Trials:
     """Every left/right trial of ``paths`` (played back to back), as the chain cuts them."""
-    epochs = run_chain(chain(paths, tmin, tmax), [("epoch", "out")])[("epoch", "out")]
+    epochs = collect(chain(paths, tmin, tmax), [("epoch", "out")])[("epoch", "out")]
     # which run each trial came from: the runs' first samples, in the joined stream's numbering
     starts = np.cumsum([0] + [_n_times(p) for p in paths[:-1]])
     return Trials(np.stack([f.data for f in epochs]).astype(np.float32),
@@ -144,7 +131,7 @@ def score(paths: list[Path], model: str | Path,
     each trial's true label with the decision on its window (matched by the window's time).
     A trial the chain does not decide counts as an error."""
     tmin, tmax = start, start + (WINDOW_SAMPLES - 1) / SRATE
-    frames = run_chain(chain(paths, tmin, tmax, after_epoch, model),
+    frames = collect(chain(paths, tmin, tmax, after_epoch, model),
                        [("epoch", "out"), ("clf", "out")])
     decided = {f.t_device: f for f in frames[("clf", "out")]}
     y_true, y_pred, proba = [], [], []

@@ -40,8 +40,15 @@ EPOCHS = 60
 SEED = 0
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def update_checksums(folder: Path, files: list[Path]) -> None:
+    """Put ``files``' SHA-256 into ``folder/SHA256SUMS`` (``sha256sum -c`` format), keeping the
+    other models' lines."""
+    sums = folder / "SHA256SUMS"
+    names = {f.name for f in files}
+    kept = [line for line in sums.read_text().splitlines()
+            if line.split("  ")[-1] not in names] if sums.exists() else []
+    lines = kept + [f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}" for f in files]
+    sums.write_text("".join(f"{line}\n" for line in sorted(lines, key=lambda x: x.split("  ")[-1])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
             "held_out_mean": float(np.mean(list(accuracy.values()))) if accuracy else None}
         print(f"{path.name}: held-out accuracy {accuracy}", flush=True)
     (out / "mi_models.json").write_text(json.dumps(record, indent=2) + "\n")
-    sums = "".join(f"{sha256(out / f)}  {f}\n" for f in sorted(record["models"]))
-    (out / "SHA256SUMS").write_text(sums)
+    update_checksums(out, [out / f for f in record["models"]])
     return 0
 
 

@@ -20,10 +20,13 @@ frame ``clf`` emits on ``out``, whether or not an edge consumes it.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
+import yaml
+
+from pipeline.config import loads
 from pipeline.frame import Frame
-from pipeline.graph import Graph
+from pipeline.graph import Graph, build
 from pipeline.node import Source
 
 Tap = Callable[[Frame], None]
@@ -86,3 +89,14 @@ class InlineRun:
                 self.open_inputs[dst].discard(dst_port)
                 if not self.open_inputs[dst]:
                     self.finish(dst)
+
+
+def collect(doc: Mapping[str, Any], taps: list[tuple[str, str]], name: str = "<inline>"
+            ) -> dict[tuple[str, str], list[Frame]]:
+    """Validate a graph given as the mapping its YAML file would hold (exactly as `neuroflow
+    validate` does, errors naming ``name``), drain it here, and return the frames each tapped
+    output port emitted."""
+    graph = build(loads(yaml.safe_dump(dict(doc), sort_keys=False), name))
+    seen: dict[tuple[str, str], list[Frame]] = {t: [] for t in taps}
+    InlineRun(graph, {t: seen[t].append for t in taps}).run()
+    return seen

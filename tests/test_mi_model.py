@@ -32,8 +32,8 @@ RECORD = json.loads((MODELS / "mi_models.json").read_text())
 def test_the_shipped_files_match_their_checksums_and_stay_small() -> None:
     sums = dict(reversed(line.split("  ")) for line in (MODELS / "SHA256SUMS").read_text()
                 .splitlines())
-    assert sorted(sums) == sorted(SHIPPED)
-    for name, digest in sums.items():
+    assert set(SHIPPED) <= set(sums)
+    for name, digest in sums.items():  # every shipped model, whatever trained it
         data = (MODELS / name).read_bytes()
         assert hashlib.sha256(data).hexdigest() == digest, name
         assert len(data) < 5 * 2**20, name
