@@ -54,16 +54,17 @@ def chain(image: str, seed: int, duration_s: float, model: str | Path | None = N
     }
     edges = ["cam -> down -> frames"]
     if model is not None:
-        nodes["snn"] = {"type": "snn", "model": str(model), "class_names": CLASSES,
-                        "readout": "softmax"}
-        edges.append("frames -> snn")
+        nodes["model"] = {"type": "snn", "model": str(model), "class_names": CLASSES,
+                          "readout": "softmax"}
+        edges.append("frames -> model")
     return {"name": "motion", "nodes": nodes, "edges": edges}
 
 
 @dataclass
 class Recording:
     """One simulated recording: ``x`` (steps, 2, SIZE, SIZE) counts, ``y`` the class per step,
-    ``settled`` whether the step is scored, ``pred`` (with a model) the class per step."""
+    ``settled`` whether the step is scored, ``pred`` (with a model) the class per step (-1: the
+    model said nothing for that step)."""
 
     x: np.ndarray
     y: np.ndarray
@@ -72,15 +73,19 @@ class Recording:
 
 
 def record(image: str, seed: int, duration_s: float, model: str | Path | None = None) -> Recording:
-    taps = [("frames", "out"), ("cam", "labels")] + ([("snn", "out")] if model else [])
-    seen = collect(chain(image, seed, duration_s, model), taps)
+    taps = [("frames", "out"), ("cam", "labels")] + ([("model", "out")] if model else [])
+    seen = collect(chain(image, seed, duration_s, model), taps, "motion")
     frames = seen[("frames", "out")]
     changes = np.array([f.t_device for f in seen[("cam", "labels")]])
     classes = np.array([CLASSES.index(str(f.data[0])) for f in seen[("cam", "labels")]])
     t = np.array([f.t_device for f in frames])
     segment = np.searchsorted(changes, t + 1e-9, side="right") - 1
     since = np.round((t - changes[segment]) / DT)
-    pred = (np.array([f.meta["index"] for f in seen[("snn", "out")]]) if model else None)
+    pred = None
+    if model is not None:  # each decision placed at the step its window starts
+        pred = np.full(len(frames), -1)
+        for f in seen[("model", "out")]:
+            pred[int(round(f.t_device / DT))] = f.meta["index"]
     return Recording(np.stack([f.data for f in frames]), classes[segment],
                      since >= SETTLE_STEPS, pred)
 

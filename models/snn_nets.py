@@ -171,3 +171,4 @@ def export_step(net: MotionSNN, path: str | Path, doc: str) -> None:
     model.doc_string = doc
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+
