@@ -50,10 +50,6 @@ METHODS: dict[str, dict[str, dict[str, Any]]] = {"none": {}}
 CLEAR_MARGIN = 0.05
 
 
-def subjects_of(directory: str) -> dict[str, list[Path]]:
-    return mi.recordings(directory)
-
-
 class Data:
     """Each subject's training trials, cut once through the node chain."""
 
@@ -111,8 +107,8 @@ def summary(per_subject: dict[str, float]) -> dict[str, Any]:
 
 
 def cross_subject(args: argparse.Namespace, data: Data, tmp: Path) -> dict[str, Any]:
-    train = subjects_of(args.train_dir)
-    test = subjects_of(args.test_dir) if args.test_dir else train
+    train = mi.recordings(args.train_dir)
+    test = mi.recordings(args.test_dir) if args.test_dir else train
     folds = ([(s, [t for t in train if t != s]) for s in test] if not args.test_dir
              else [(s, list(train)) for s in test])
     scores: dict[str, dict[str, dict[str, float]]] = {m: {k: {} for k in METHODS}
@@ -152,7 +148,7 @@ def cross_subject(args: argparse.Namespace, data: Data, tmp: Path) -> dict[str, 
 def within_subject(args: argparse.Namespace, data: Data, tmp: Path) -> dict[str, Any]:
     """Each run held out in turn; every trial of the subject scored once."""
     out: dict[str, dict[str, float]] = {m: {} for m in args.models}
-    for subject, paths in subjects_of(args.train_dir).items():
+    for subject, paths in mi.recordings(args.train_dir).items():
         trials = data.trials(paths)
         for m in args.models:
             hits = np.zeros(len(trials.y), bool)

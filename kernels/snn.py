@@ -54,15 +54,15 @@ rounding of the threshold. Its importer also refuses what it cannot map (``v_lea
 thresholds or ``dt/tau`` scalings that differ between neurons, a CubaLIF with
 ``r != tau_mem / dt``) and clamps ``beta`` to [0, 1] where this module refuses ``dt > tau``.
 
-A parity test (it needs torch, which the runtime never imports): build a graph with ``nir``
-inside those limits (zero reset, ``v_leak = 0``, one threshold per layer, inputs that keep
-membranes below twice the threshold), ``net = snntorch.import_nir.import_from_nir(graph,
-dt=dt)`` (snnTorch's ``dt`` argument; versions without it hard-code 1e-4 s, so use that dt),
-``torch.set_default_dtype(torch.float64)`` before the import, feed ``x[t][None]`` (a batch of
-one) step by step after ``snntorch.utils.reset(net)``, and compare its spikes with
-``Network(graph, dt).run(x, Network(...).initial_state())`` with ``np.array_equal``; Norse's
-``norse.torch.from_nir(graph, dt=dt)`` the same way (its LIF and IF ignore ``r``: keep
-``r = 1``; its synapse takes ``v_leak``: keep it 0).
+Parity with snnTorch is tested (``tests/test_snn_parity.py``, where torch and snnTorch are
+installed): the shipped motion network's trained LIF layers fire the same spikes here and in
+``snntorch.import_nir.import_from_nir(graph)``, step for step (``np.array_equal``), fed
+``x[t][None]`` after ``snntorch.utils.reset(net)``, inside the limits above (zero reset,
+``v_leak = 0``, one threshold per layer). snnTorch 1.0's importer takes no ``dt`` (it steps at
+1e-4 s: scale every ``tau`` to that step, keeping ``r = tau / dt``, for the same discrete
+network), runs in float32, and maps no ``LI``. Norse's ``norse.torch.from_nir(graph, dt=dt)``
+can be compared the same way (its LIF and IF ignore ``r``: keep ``r = 1``; its synapse takes
+``v_leak``: keep it 0).
 
 Event-driven where it is exact: ``Affine`` and the convolutions add, input by input, only the
 weights of non-zero inputs (a spike map is mostly zeros), which is the dense result term for

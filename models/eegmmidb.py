@@ -26,7 +26,7 @@ This module needs no torch: only the node chain and the file layout.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,11 +90,12 @@ def chain(paths: list[Path], tmin: float, tmax: float, after_epoch: dict[str, di
 
 @dataclass
 class Trials:
-    """Epochs of one subject: ``x`` (n, channels, samples) float32, ``y`` class indices."""
+    """Epochs of one subject: ``x`` (n, channels, samples) float32, ``y`` class indices, ``run``
+    the index of the recording (in the paths given) each came from."""
 
     x: np.ndarray
     y: np.ndarray
-    run: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # index into the paths
+    run: np.ndarray
 
 
 def trials(paths: list[Path], tmin: float = TRIAL[0], tmax: float = TRIAL[1]) -> Trials:
