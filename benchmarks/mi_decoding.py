@@ -107,8 +107,8 @@ def summary(per_subject: dict[str, float]) -> dict[str, Any]:
 
 
 def cross_subject(args: argparse.Namespace, data: Data, tmp: Path) -> dict[str, Any]:
-    train = mi.recordings(args.train_dir)
-    test = mi.recordings(args.test_dir) if args.test_dir else train
+    train = mi.recordings(args.train_dir, args.task)
+    test = mi.recordings(args.test_dir, args.task) if args.test_dir else train
     folds = ([(s, [t for t in train if t != s]) for s in test] if not args.test_dir
              else [(s, list(train)) for s in test])
     scores: dict[str, dict[str, dict[str, float]]] = {m: {k: {} for k in METHODS}
@@ -148,7 +148,7 @@ def cross_subject(args: argparse.Namespace, data: Data, tmp: Path) -> dict[str, 
 def within_subject(args: argparse.Namespace, data: Data, tmp: Path) -> dict[str, Any]:
     """Each run held out in turn; every trial of the subject scored once."""
     out: dict[str, dict[str, float]] = {m: {} for m in args.models}
-    for subject, paths in mi.recordings(args.train_dir).items():
+    for subject, paths in mi.recordings(args.train_dir, args.task).items():
         trials = data.trials(paths)
         for m in args.models:
             hits = np.zeros(len(trials.y), bool)
@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-dir", help="score these subjects instead of leaving one out")
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON to this file")
     ap.add_argument("--models", default="eegnet,conformer", help="comma-separated: eegnet, conformer")
+    ap.add_argument("--task", choices=sorted(mi.RUNS), default="imagined",
+                    help="imagined (runs 4, 8, 12) or executed (runs 3, 7, 11) fist movements")
     ap.add_argument("--within", action="store_true", help="also score within-subject (run-wise)")
     ap.add_argument("--epochs", type=int, default=60, help="training passes over the trials")
     ap.add_argument("--seed", type=int, default=0)
@@ -218,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     results["settings"] = {"channels": mi.CHANNELS, "band_hz": mi.BAND, "srate": mi.SRATE,
                            "window_s": mi.WINDOW_S, "test_window_start_s": mi.TEST_START_S,
                            "epochs": args.epochs, "seed": args.seed,
-                           "train_dir": args.train_dir, "test_dir": args.test_dir}
+                           "task": args.task, "train_dir": args.train_dir,
+                           "test_dir": args.test_dir}
     results["seconds"] = round(time.monotonic() - t0, 1)
     report(results)
     if args.json:

@@ -100,7 +100,7 @@ class Trials:
 
 def trials(paths: list[Path], tmin: float = TRIAL[0], tmax: float = TRIAL[1]) -> Trials:
     """Every left/right trial of ``paths`` (played back to back), as the chain cuts them."""
-    epochs = collect(chain(paths, tmin, tmax), [("epoch", "out")])[("epoch", "out")]
+    epochs = collect(chain(paths, tmin, tmax), [("epoch", "out")], "eegmmidb")[("epoch", "out")]
     # which run each trial came from: the runs' first samples, in the joined stream's numbering
     starts = np.cumsum([0] + [_n_times(p) for p in paths[:-1]])
     return Trials(np.stack([f.data for f in epochs]).astype(np.float32),
@@ -133,7 +133,7 @@ def score(paths: list[Path], model: str | Path,
     A trial the chain does not decide counts as an error."""
     tmin, tmax = start, start + (WINDOW_SAMPLES - 1) / SRATE
     frames = collect(chain(paths, tmin, tmax, after_epoch, model),
-                       [("epoch", "out"), ("clf", "out")])
+                     [("epoch", "out"), ("clf", "out")], "eegmmidb")
     decided = {f.t_device: f for f in frames[("clf", "out")]}
     y_true, y_pred, proba = [], [], []
     for f in frames[("epoch", "out")]:
