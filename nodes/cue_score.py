@@ -3,7 +3,8 @@
 Why: during a calibration or feedback run, or a replay of a recorded session, the question on
 screen is "is the decoder following the cues?". This sink takes the cue markers (from the
 headset's marker channel, an LSL stimulus stream or a file's annotations) and the decoder's
-predictions (``onnx`` node) or commands (``decision`` node), and keeps the running score in its
+predictions (``onnx`` node: their ``meta["label"]``) or commands (``decision`` node: their
+``meta["class"]``, else the command text), and keeps the running score in its
 live figures, which the terminal view shows and ``--metrics`` writes once a second.
 
 A cue listed in ``events`` (``{T1: left, T2: right}``: cue text -> the class it asks for) opens a
@@ -88,7 +89,10 @@ class CueScore(Sink):
                 if wanted is not None and t is not None:
                     self.pending.append(Trial(t, wanted))
             return ()
-        label = str(frame.data[0]) if frame.kind == FrameKind.CONTROL else frame.meta.get("label")
+        if frame.kind == FrameKind.CONTROL:  # decision's commands name their class in meta
+            label = (frame.meta or {}).get("class", str(frame.data[0]))
+        else:
+            label = (frame.meta or {}).get("label")
         if label is None or t is None:
             return ()
         self.predicted = label

@@ -73,9 +73,11 @@ def test_a_trial_without_predictions_is_unscored_and_commands_count_like_predict
     n.process(*cue("T1", 0.0))
     n.process(*cue("T1", 5.0))                             # nothing came for the first one
     n.process("in", Frame(FrameKind.CONTROL, np.array(["go-left"]), 0, t_device=5.5))
+    n.process("in", Frame(FrameKind.CONTROL, np.array(["L"]), 0, t_device=6.0,
+                          meta={"class": "go-left"}))  # a command text mapped from its class
     list(n.close())
     f = n.figures()
-    assert (f["trials"], f["correct"], f["unscored"]) == (1, 1, 1)
+    assert (f["trials"], f["correct"], f["unscored"], f["window_accuracy"]) == (1, 1, 1, 1.0)
 
 
 def test_setup_refuses_classes_the_decoder_lacks_and_mixed_clocks() -> None:
