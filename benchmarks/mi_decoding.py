@@ -23,7 +23,7 @@ model; adaptation methods join here), the same under ``models.MODEL.methods`` fo
 against each reference across subjects (``comparisons``), and the settings. Chance is 0.5; with
 ~45 trials a subject, one subject's accuracy has a standard error of ~0.075.
 
-Usage (needs the ``[train]`` extra: torch, scikit-learn, pyriemann; ~30 min on 2 cores for both
+Usage (needs the ``[train]`` extra: torch, scikit-learn, pyriemann; ~1 h on 2 cores for both
 models in leave-one-subject-out)::
 
     .venv-train/bin/python benchmarks/mi_decoding.py --train-dir ../shared/data/eeg --json OUT
